@@ -1,0 +1,89 @@
+"""Fixtures around the real parts in `tests/infra.py`.
+
+PostgreSQL, PostgREST and the gateway are synchronous and session-scoped: pytest-trio's async
+fixtures are function-scoped only, and starting PostgREST per test would cost seconds each.
+A missing PostgreSQL or PostgREST fails the test with the command that fixes it; it never skips,
+because a skipped integration test looks like a passing one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import infra
+
+
+def _fail_on_infra_error(exc: infra.InfraError) -> None:
+    pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_db() -> Iterator[infra.Database]:
+    """A fresh database (`.name`, `.dsn` as superuser) with the migration applied."""
+    try:
+        db = infra.create_database()
+    except infra.InfraError as exc:
+        _fail_on_infra_error(exc)
+    try:
+        yield db
+    finally:
+        infra.drop_database(db.name)
+
+
+@pytest.fixture(scope="session")
+def postgrest(postgres_db: infra.Database) -> Iterator[infra.PostgrestServer]:
+    """The real PostgREST 12.0.2 (`.url`, `.jwt_secret`, `.service_role_jwt()`, `.anon_jwt()`)."""
+    try:
+        server = infra.start_postgrest(postgres_db)
+    except infra.InfraError as exc:
+        _fail_on_infra_error(exc)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def gateway(postgrest: infra.PostgrestServer) -> Iterator[infra.Gateway]:
+    """Supabase's gateway stand-in (`.url` without /rest/v1, `.key`, `.count()`, `.fault`, ...).
+
+    Shared by the session: tests that inject faults or count requests call `gateway.reset()`
+    first (the `fresh_gateway` fixture does), or start their own with `infra.start_gateway`.
+    """
+    gw = infra.start_gateway(postgrest.url, postgrest.jwt_secret)
+    try:
+        yield gw
+    finally:
+        gw.close()
+
+
+@pytest.fixture
+def fresh_gateway(gateway: infra.Gateway) -> Iterator[infra.Gateway]:
+    """The session's gateway with no faults and zero counts, restored after the test."""
+    gateway.reset()
+    yield gateway
+    gateway.reset()
+
+
+@pytest.fixture
+def clean_db(postgres_db: infra.Database) -> infra.Database:
+    """The session's database with gfx_sessions and sync_events emptied."""
+    infra.truncate_tables(postgres_db.dsn)
+    return postgres_db
+
+
+@pytest.fixture
+def samples_dir() -> Path:
+    """Real PokerGFX exports (read-only: copy them into a temporary NAS tree)."""
+    if not infra.SAMPLES_DIR.is_dir():
+        reason = (
+            "../shared/samples/pokergfx not found: real PokerGFX exports are needed for this test"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
+        pytest.skip(reason)
+    return infra.SAMPLES_DIR

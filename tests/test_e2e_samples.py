@@ -1,0 +1,151 @@
+"""End to end: `trio-gfxsync run` as a subprocess over a copy of the real exports, through the
+gateway stand-in into the real PostgREST and PostgreSQL. No registry file: PCs are discovered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import infra
+from tests.agent_process import AgentProcess, agent_env
+from tests.nas import GROWING_SESSION, PC_FOLDER, copy_samples, expected_rows, mismatches, set_mtime
+
+pytestmark = pytest.mark.e2e
+
+EARLY_COPY = f"{PC_FOLDER}/1017/PGFX_live_data_export GameID={GROWING_SESSION}.json"
+LATE_COPY = f"{PC_FOLDER}/1021/PGFX_live_data_export GameID={GROWING_SESSION}.json"
+
+
+def wait_until_equal(nas: Path, dsn: str, timeout: float) -> float:
+    started = time.monotonic()
+    while True:
+        problems = mismatches(nas, dsn)
+        if not problems:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError("table differs from the NAS:\n" + "\n".join(problems[:20]))
+        time.sleep(0.2)
+
+
+def add_hand(path: Path) -> int:
+    """Rewrite the file in place as PokerGFX does when a hand ends; return the new hand count."""
+    document = json.loads(path.read_bytes())
+    hand = dict(document["Hands"][-1])
+    hand["HandNum"] = hand.get("HandNum", 0) + 1
+    document["Hands"].append(hand)
+    path.write_bytes(json.dumps(document, indent=2).encode())
+    return len(document["Hands"])
+
+
+@pytest.mark.parametrize(
+    ("read_first", "batch_size"),
+    [("late_copy", 500), ("early_copy", 500), ("early_copy", 1)],
+    ids=["130-hand-copy-first", "6-hand-copy-first", "6-hand-copy-first-batch-of-1"],
+)
+def test_samples_end_to_end(
+    samples_dir: Path,
+    clean_db: infra.Database,
+    fresh_gateway: infra.Gateway,
+    tmp_path: Path,
+    read_first: str,
+    batch_size: int,
+) -> None:
+    nas = copy_samples(samples_dir, tmp_path / "nas")
+    # The backfill reads newest files first: mtimes decide which copy of the session goes first.
+    now = time.time()
+    first, second = (
+        (LATE_COPY, EARLY_COPY) if read_first == "late_copy" else (EARLY_COPY, LATE_COPY)
+    )
+    set_mtime(nas / second, now - 7200)
+    set_mtime(nas / first, now - 3600)
+    env = agent_env(
+        nas=nas,
+        queue=tmp_path / "queue",
+        gateway_url=fresh_gateway.url,
+        key=fresh_gateway.key,
+        batch_size=batch_size,
+    )
+    agent = AgentProcess(env, tmp_path / "agent.log").start()
+    try:
+        elapsed = wait_until_equal(nas, clean_db.dsn, timeout=60)
+        rows = infra.query(
+            clean_db.dsn,
+            "select hand_count, session_key from gfx_sessions where session_id = %s",
+            (GROWING_SESSION,),
+        )
+        assert rows == [{"hand_count": 130, "session_key": str(GROWING_SESSION)}]
+        assert len(expected_rows(nas)) == 9  # 10 JSON files, one session twice
+        assert fresh_gateway.bad_bearer_count == 0
+        print(
+            f"backfill of {len(expected_rows(nas))} sessions equal to the NAS after {elapsed:.2f}s"
+        )
+
+        code, seconds = agent.stop()
+        assert code == 0, agent.tail()
+        assert seconds < 10, f"SIGTERM took {seconds:.2f}s"
+        print(f"SIGTERM -> exit 0 in {seconds:.2f}s")
+
+        # Restart: nothing changed, so nothing is sent.
+        fresh_gateway.reset()
+        agent = AgentProcess(env, tmp_path / "agent.log").start()
+        agent.wait_event("pc_scanned", pc_id=PC_FOLDER)
+        time.sleep(3 * 1.0 + 1)  # three polls and a linger
+        assert fresh_gateway.count("POST", "/gfx_sessions") == 0, fresh_gateway.records
+
+        # A hand ends: the file is rewritten in place and its row must follow.
+        target = nas / LATE_COPY
+        hands = add_hand(target)
+        written = time.monotonic()
+        deadline = written + 10
+        while time.monotonic() < deadline:
+            rows = infra.query(
+                clean_db.dsn,
+                "select hand_count from gfx_sessions where session_id = %s",
+                (GROWING_SESSION,),
+            )
+            if rows and rows[0]["hand_count"] == hands:
+                break
+            time.sleep(0.05)
+        latency = time.monotonic() - written
+        assert rows[0]["hand_count"] == hands, f"row not updated within 10 s: {agent.tail()}"
+        print(f"rewritten file in the table after {latency:.2f}s (poll_interval 1.0)")
+        assert mismatches(nas, clean_db.dsn) == []
+        assert fresh_gateway.count("POST", "/gfx_sessions") >= 1
+
+        code, seconds = agent.stop()
+        assert code == 0, agent.tail()
+        assert seconds < 10
+        assert not [e for e in agent.events if e.get("level") == "error"], agent.tail()
+    finally:
+        agent.kill()
+
+
+def test_bad_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    env = agent_env(nas=tmp_path, queue=tmp_path, gateway_url="ftp://nowhere", key="sb_secret_x")
+    env["GFX_SYNC_BATCH_SIZE"] = "zero"
+    agent = AgentProcess(env, tmp_path / "agent.log").start()
+    code = agent.wait_exit(30)
+    output = (tmp_path / "agent.log").read_text()
+    assert code == 2
+    assert "GFX_SYNC_SUPABASE_URL: must be an http:// or https:// URL" in output
+    assert "GFX_SYNC_BATCH_SIZE:" in output
+    assert "Traceback" not in output
+    assert "sb_secret_x" not in output
+
+
+def test_schema_prints_the_migration() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "trio_gfxsync", "schema"],
+        capture_output=True,
+        check=True,
+        env={**os.environ},
+    ).stdout.decode()
+    assert out == infra.migration_path().read_text()

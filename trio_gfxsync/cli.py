@@ -1,0 +1,94 @@
+"""Command line: `trio-gfxsync run | check | schema`.
+
+Exit codes (DESIGN 3.1): 0 done, 1 failure or crash, 2 invalid configuration (a message naming
+the variable, never a traceback; never the value, which may be a key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+
+import trio
+
+from . import __version__
+from .logs import get_logger, register_secret, setup_logging
+from .settings import ConfigError, Settings, load_settings
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+log = get_logger("cli")
+
+
+def migration_sql() -> str:
+    return resources.files("trio_gfxsync").joinpath("sql/gfx_sync.sql").read_text(encoding="utf-8")
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    register_secret(settings.supabase_secret_key.get_secret_value())
+    if settings.dashboard_token is not None:
+        register_secret(settings.dashboard_token.get_secret_value())
+    return settings
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .agent import Agent
+
+    settings = _settings_or_exit()
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        trio.run(Agent(settings).run)
+    except BaseException as exc:  # a core stage crashed: exit 1 and let Docker restart us
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        log.error("agent_crashed", exc_info=exc, error=f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .checks import run_checks
+
+    settings = _settings_or_exit()
+    setup_logging("ERROR", settings.log_format)
+    return trio.run(run_checks, settings)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(migration_sql())
+    return EXIT_OK
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "run": (cmd_run, "run the sync service (exit 0 after SIGTERM/SIGINT)"),
+    "check": (cmd_check, "check configuration, NAS folders, registry and Supabase; one line each"),
+    "schema": (cmd_schema, "print the migration SQL (paste it into Supabase's SQL editor)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-gfxsync",
+        description="Sync PokerGFX session files from a NAS into Supabase. "
+        "Configured through GFX_SYNC_* environment variables or a .env file.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = COMMANDS[args.command][0]
+    return handler(args)

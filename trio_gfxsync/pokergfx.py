@@ -1,0 +1,299 @@
+"""PokerGFX export file -> SessionRecord. Bytes in, record out: no I/O here.
+
+A PokerGFX 3.x export is one JSON object per session with the keys
+`CreatedDateTimeUTC, EventTitle, Hands, ID, Payouts, SoftwareVersion, Type`. `ID` is an 18-digit
+integer (above 2**53), timestamps carry 7 fractional digits. The file's own JSON text is kept
+as it is for `raw_json`: re-serialising it could round numbers or reorder keys.
+
+Errors the caller acts on (quarantine with the reason, or retry when the file settles):
+
+    ParseError
+    ├── FileTooLarge      size above max_file_bytes
+    ├── BadEncoding       not UTF-8 (with or without BOM) nor UTF-16/32 with a BOM
+    ├── NotJson           not strict RFC 8259 JSON (truncated mid-write looks like this)
+    ├── NotASession       valid JSON but not an object, or holds what PostgreSQL cannot store
+    └── NoSessionId       no usable `ID` and no `GameID=<n>` in the file name
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+BIGINT_MAX = 2**63 - 1
+_BOM_STARTS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+_GAME_ID = re.compile(r"GameID=(\d{1,19})(?!\d)")
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?"
+)
+# Columns of gfx_sessions the agent writes; every row carries all of them (PGRST102 otherwise).
+ROW_COLUMNS = (
+    "gfx_pc_id",
+    "session_id",
+    "file_name",
+    "file_path",
+    "file_hash",
+    "file_size",
+    "file_mtime",
+    "raw_json",
+    "table_type",
+    "event_title",
+    "software_version",
+    "hand_count",
+    "player_count",
+    "session_created_at",
+)
+
+
+class ParseError(Exception):
+    """A file that cannot become a SessionRecord; `reason` is a stable code for logs and DLQ."""
+
+    reason = "parse_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class FileTooLarge(ParseError):
+    reason = "too_large"
+
+
+class BadEncoding(ParseError):
+    reason = "bad_encoding"
+
+
+class NotJson(ParseError):
+    reason = "not_json"
+
+
+class NotASession(ParseError):
+    reason = "not_a_session"
+
+
+class NoSessionId(ParseError):
+    reason = "no_session_id"
+
+
+@dataclass(frozen=True, slots=True)
+class FileVersion:
+    """One version of one file, as read: what `file_state` records once it is acknowledged."""
+
+    pc_id: str
+    rel_path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One row of gfx_sessions, ready to upsert (`row` is its JSON, raw_json spliced in)."""
+
+    version: FileVersion
+    session_id: int
+    file_name: str
+    table_type: str
+    event_title: str | None
+    software_version: str | None
+    hand_count: int
+    player_count: int
+    session_created_at: str | None
+    raw_json: bytes = field(repr=False)
+    row: bytes = field(repr=False)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """The conflict key of gfx_sessions."""
+        return (self.version.pc_id, self.session_id)
+
+    def is_newer_than(self, other: SessionRecord) -> bool:
+        """The database's keep-newest rule: more hands, then the newer file mtime.
+
+        The last tie-break (hash) only makes the choice independent of arrival order.
+        """
+        mine = (self.hand_count, self.version.mtime_ns, self.version.sha256)
+        theirs = (other.hand_count, other.version.mtime_ns, other.version.sha256)
+        return mine > theirs
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 with or without BOM; UTF-16 and UTF-32 only with their BOM (as Windows writes them)."""
+    boms = (
+        (b"\xff\xfe\x00\x00", "utf-32-le"),
+        (b"\x00\x00\xfe\xff", "utf-32-be"),
+        (b"\xef\xbb\xbf", "utf-8"),
+        (b"\xff\xfe", "utf-16-le"),
+        (b"\xfe\xff", "utf-16-be"),
+    )
+    for bom, codec in boms:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(codec)
+            except UnicodeDecodeError as exc:
+                raise BadEncoding(
+                    f"invalid {codec} after its byte order mark: {exc.reason}"
+                ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadEncoding(
+            f"not UTF-8 (byte {exc.start}: {exc.reason}) and no UTF-16 byte order mark"
+        ) from None
+
+
+def session_id_from_name(file_name: str) -> int | None:
+    match = _GAME_ID.search(file_name)
+    if match is None:
+        return None
+    value = int(match.group(1))
+    return value if 0 < value <= BIGINT_MAX else None
+
+
+def _usable_id(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and 0 < value <= BIGINT_MAX:
+        return value
+    return None  # floats have already lost the low digits of an 18-digit id
+
+
+def created_at_text(value: Any) -> str | None:
+    """`CreatedDateTimeUTC` as text PostgreSQL parses (all 7 digits kept), or None if unusable."""
+    if not isinstance(value, str):
+        return None
+    match = _TIMESTAMP.fullmatch(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    try:
+        datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        return None
+    if year < 1:
+        return None
+    text = value.strip()
+    # The field is UTC by name; without a zone PostgreSQL would use the session's time zone.
+    return text if match.group(8) else text + "Z"
+
+
+def count_players(hands: list[Any]) -> int:
+    """Distinct non-empty player names over all hands (names compared without outer spaces)."""
+    names: set[str] = set()
+    for hand in hands:
+        players = hand.get("Players") if isinstance(hand, dict) else None
+        if not isinstance(players, list):
+            continue
+        for player in players:
+            name = player.get("Name") if isinstance(player, dict) else None
+            if isinstance(name, str) and name.strip():
+                names.add(name.strip())
+    return len(names)
+
+
+def _contains_nul(value: Any) -> bool:
+    """PostgreSQL's jsonb cannot store U+0000 (error 22P05) in keys or strings."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def mtime_iso(mtime_ns: int) -> str:
+    seconds, nanos = divmod(mtime_ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).replace(microsecond=nanos // 1000)
+    return stamp.isoformat().replace("+00:00", "Z")
+
+
+def parse_session(
+    data: bytes,
+    *,
+    pc_id: str,
+    rel_path: str,
+    mtime_ns: int,
+    max_file_bytes: int,
+) -> SessionRecord:
+    """Turn the bytes of one PokerGFX file into the record to upsert, or raise a ParseError."""
+    if len(data) > max_file_bytes:
+        raise FileTooLarge(f"{len(data)} bytes is above the limit of {max_file_bytes}")
+    text = decode_text(data)
+    # Plain UTF-8 is sent as read; a BOM or UTF-16 is normalised to UTF-8 (PostgREST wants UTF-8).
+    raw = data if not data.startswith(_BOM_STARTS) else text.encode("utf-8")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise NotJson(f"not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise NotASession(f"top level is a JSON {type(document).__name__}, not an object")
+    if b"\\u0000" in raw and _contains_nul(document):
+        raise NotASession("contains \\u0000, which PostgreSQL's jsonb cannot store")
+
+    file_name = rel_path.rsplit("/", 1)[-1]
+    session_id = _usable_id(document.get("ID"))
+    if session_id is None:
+        session_id = session_id_from_name(file_name)
+    if session_id is None:
+        raise NoSessionId(
+            "no usable session id: `ID` is missing or not a positive 64-bit integer, "
+            "and the file name has no GameID=<n>"
+        )
+
+    hands = document.get("Hands")
+    hands = hands if isinstance(hands, list) else []
+    table_type = document.get("Type")
+    version = FileVersion(
+        pc_id=pc_id,
+        rel_path=rel_path,
+        size=len(data),
+        mtime_ns=mtime_ns,
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    fields = {
+        "table_type": table_type if isinstance(table_type, str) and table_type else "UNKNOWN",
+        "event_title": _optional_text(document.get("EventTitle")),
+        "software_version": _optional_text(document.get("SoftwareVersion")),
+        "hand_count": len(hands),
+        "player_count": count_players(hands),
+        "session_created_at": created_at_text(document.get("CreatedDateTimeUTC")),
+    }
+    row = orjson.dumps(
+        {
+            "gfx_pc_id": pc_id,
+            "session_id": session_id,
+            "file_name": file_name,
+            "file_path": rel_path,
+            "file_hash": version.sha256,
+            "file_size": version.size,
+            "file_mtime": mtime_iso(mtime_ns),
+            # spliced in verbatim: 18-digit integers and 7-digit fractions stay exact
+            "raw_json": orjson.Fragment(raw),
+            **fields,
+        }
+    )
+    return SessionRecord(
+        version=version,
+        session_id=session_id,
+        file_name=file_name,
+        raw_json=raw,
+        row=row,
+        **fields,
+    )

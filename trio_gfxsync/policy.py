@@ -1,0 +1,91 @@
+"""The error policy of DESIGN 5 as pure functions: classify an answer, compute a backoff.
+
+Classification looks at the HTTP status and PostgREST's body `code` together: a 400 can mean
+"a column is missing" (pause everything) or "this one record is refused" (isolate it).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+
+class Verdict(enum.Enum):
+    STORED = "stored"  # 2xx: acknowledge
+    SPLIT = "split"  # 21000 / PGRST102: a batching bug; split and retry the halves
+    SCHEMA_MISMATCH = "schema_mismatch"  # pause, re-probe, never dead-letter
+    REJECTED = "rejected"  # key or privileges: pause, re-probe, never dead-letter
+    REFUSED = "refused"  # the table refuses particular records: isolate them
+    TOO_LARGE = "too_large"  # 413: split; a single record -> dead letter
+    SLOW_DOWN = "slow_down"  # 429 / 503 / 504: back off, honour Retry-After
+    DOWN = "down"  # other 5xx, timeouts, connection errors: queue and probe
+
+
+SCHEMA_CODES = frozenset({"PGRST204", "PGRST205", "42703", "42P01", "42P10", "428C9", "PGRST200"})
+REJECTED_CODES = frozenset({"PGRST301", "PGRST302", "PGRST300", "42501"})
+SPLIT_CODES = frozenset({"21000", "PGRST102"})
+
+
+def classify(status: int | None, code: str | None) -> Verdict:
+    """`status` None means no HTTP answer at all (connect error, reset, timeout)."""
+    code = code or ""
+    if status is None:
+        return Verdict.DOWN
+    if 200 <= status < 300:
+        return Verdict.STORED
+    if status in (401, 403) or code in REJECTED_CODES:
+        return Verdict.REJECTED
+    if code in SCHEMA_CODES:
+        return Verdict.SCHEMA_MISMATCH
+    if status == 413:
+        return Verdict.TOO_LARGE
+    if status in (429, 503, 504) or code == "PGRST003":
+        return Verdict.SLOW_DOWN
+    if status in (400, 409) and code in SPLIT_CODES:
+        return Verdict.SPLIT
+    if status in (400, 409, 422) and code[:2] in ("22", "23"):
+        return Verdict.REFUSED
+    if status == 404:
+        # PostgREST answers a missing table with 404 PGRST205; a bare 404 is a wrong rest_path
+        return Verdict.SCHEMA_MISMATCH
+    if status >= 500:
+        return Verdict.DOWN
+    # Any other 4xx refuses the request as sent; isolating records tells which ones.
+    return Verdict.REFUSED
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (attempt counts from 0)."""
+    if attempt < 0:
+        attempt = 0
+    ceiling = min(cap, base * (2 ** min(attempt, 62)))
+    return rng.uniform(0, ceiling)
+
+
+def retry_after_seconds(header: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None when absent/invalid."""
+    if header is None:
+        return None
+    value = header.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def slow_down_delay(
+    attempt: int, retry_after: float | None, *, base: float, cap: float, rng: random.Random
+) -> float:
+    """Never earlier than the server asked; otherwise full-jitter backoff."""
+    jittered = backoff_delay(attempt, base=base, cap=cap, rng=rng)
+    if retry_after is None:
+        return jittered
+    return max(retry_after, jittered)

@@ -1,0 +1,203 @@
+"""Stat-polling scanner for one PC folder: which files are new or changed since acknowledged.
+
+Pure Python, no watchdog: SMB mounts do not deliver inotify events for writes made by other
+machines, so polling size and mtime is the only signal that works on a NAS. The interface is
+small on purpose (`walk_folder`, `FileTracker`, `run_scanner`) so the walk can be optimised alone.
+
+A change is reported once per version. The reader answers each report through the tracker:
+acknowledged (stored), `retry_when_settled` (it was mid-write), or left blocked until the file
+changes again (broken). The startup backfill goes out newest file first and never blocks the
+live path: live changes are sent at every poll, the backlog only fills the time in between.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
+from fnmatch import translate
+from pathlib import Path
+from typing import Literal
+
+import trio
+
+from .store import AckedFile
+
+Stat = tuple[int, int]  # (size, mtime_ns)
+Snapshot = dict[str, Stat]  # rel_path ('/'-separated) -> stat
+
+
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    pc_id: str
+    rel_path: str
+    size: int
+    mtime_ns: int
+    kind: Literal["created", "modified"]
+    settled: bool  # same size and mtime on two consecutive polls
+    live: bool = True  # False for the startup backfill
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Case-insensitive: files come from Windows PCs, where `.JSON` and `.json` are one name."""
+    return re.compile(translate(pattern), re.IGNORECASE)
+
+
+def walk_folder(
+    root: Path, pattern: re.Pattern[str], skip: frozenset[Path] = frozenset()
+) -> Snapshot:
+    """Blocking recursive walk (run it in a worker thread): matching files with size and mtime.
+
+    Dot-files and dot-folders are skipped (SMB clients leave `.DS_Store`, `._x`, temp files),
+    and so are folders in `skip` (the error folder, when it lies inside the tree).
+    """
+    snapshot: Snapshot = {}
+    stack: list[tuple[str, str]] = [(str(root), "")]
+    skip_str = {str(p) for p in skip}
+    while stack:
+        folder, prefix = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.path not in skip_str:
+                            stack.append((entry.path, f"{prefix}{name}/"))
+                        continue
+                    if not pattern.match(name) or not entry.is_file(follow_symlinks=False):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted between listing and stat: the next poll sees it gone
+                snapshot[f"{prefix}{name}"] = (st.st_size, st.st_mtime_ns)
+    return snapshot
+
+
+@dataclass
+class FileTracker:
+    """What one scanner knows about its files; pure state, driven by polls and reader outcomes."""
+
+    pc_id: str
+    acked: dict[str, AckedFile]
+    reported: dict[str, Stat] = field(default_factory=dict)
+    needs_settle: set[str] = field(default_factory=set)
+    previous: Snapshot = field(default_factory=dict)
+
+    def diff(self, snapshot: Snapshot) -> tuple[list[FileChange], list[str]]:
+        """Changes to report for this poll, and acknowledged files that have disappeared."""
+        changes: list[FileChange] = []
+        for rel, stat in snapshot.items():
+            acked = self.acked.get(rel)
+            if acked is not None and (acked.size, acked.mtime_ns) == stat:
+                continue
+            if self.reported.get(rel) == stat:
+                continue  # in flight, or broken and waiting for the file to change
+            settled = self.previous.get(rel) == stat
+            if rel in self.needs_settle and not settled:
+                continue
+            self.needs_settle.discard(rel)
+            self.reported[rel] = stat
+            changes.append(
+                FileChange(
+                    pc_id=self.pc_id,
+                    rel_path=rel,
+                    size=stat[0],
+                    mtime_ns=stat[1],
+                    kind="created" if acked is None else "modified",
+                    settled=settled,
+                )
+            )
+        gone = [rel for rel in self.acked if rel not in snapshot]
+        for rel in [*gone, *(r for r in self.reported if r not in snapshot)]:
+            self.acked.pop(rel, None)
+            self.reported.pop(rel, None)
+            self.needs_settle.discard(rel)
+        self.previous = snapshot
+        return changes, gone
+
+    # -- outcomes reported back by the reader and the uploader --
+
+    def acknowledge(self, rel: str, acked: AckedFile) -> None:
+        self.acked[rel] = acked
+
+    def retry_when_settled(self, rel: str, stat: Stat) -> None:
+        """The version was being written while read: report it again once it stops changing."""
+        if self.reported.get(rel) == stat:
+            del self.reported[rel]
+        self.needs_settle.add(rel)
+
+    def release(self, rel: str, stat: Stat) -> None:
+        """Forget a report so that the next poll looks at the file afresh."""
+        if self.reported.get(rel) == stat:
+            del self.reported[rel]
+
+
+def newest_first(changes: Iterable[FileChange]) -> list[FileChange]:
+    return sorted(changes, key=lambda c: c.mtime_ns, reverse=True)
+
+
+@dataclass
+class ScanStats:
+    """Figures of the last poll, read by the status page and metrics."""
+
+    polls: int = 0
+    files: int = 0
+    backlog: int = 0
+    last_scan_seconds: float = 0.0
+    last_scan_at: float | None = None
+
+
+async def run_scanner(
+    tracker: FileTracker,
+    root: Path,
+    pattern: re.Pattern[str],
+    changes: trio.MemorySendChannel[FileChange],
+    *,
+    poll_interval: float,
+    skip: frozenset[Path] = frozenset(),
+    stats: ScanStats | None = None,
+    on_gone: Callable[[str, list[str]], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Poll `root` forever. Raises OSError when the folder cannot be read (the caller retries).
+
+    `changes` is not closed here: the supervising task owns it across restarts of the scanner.
+    """
+    stats = stats if stats is not None else ScanStats()
+    backlog: dict[str, FileChange] = {}
+    first = True
+    while True:
+        next_poll = trio.current_time() + poll_interval
+        started = trio.current_time()
+        # abandon_on_cancel: a stale SMB mount can hang a stat forever; shutdown must not wait
+        snapshot = await trio.to_thread.run_sync(
+            walk_folder, root, pattern, skip, abandon_on_cancel=True
+        )
+        found, gone = tracker.diff(snapshot)
+        if gone and on_gone is not None:
+            await on_gone(tracker.pc_id, gone)
+        stats.polls += 1
+        stats.files = len(snapshot)
+        stats.last_scan_seconds = trio.current_time() - started
+        stats.last_scan_at = trio.current_time()
+        if first:
+            for change in newest_first(found):
+                backlog[change.rel_path] = replace(change, live=False)
+            first = False
+            stats.backlog = len(backlog)
+            task_status.started()
+        else:
+            for change in found:
+                backlog.pop(change.rel_path, None)  # the live version supersedes the queued one
+                await changes.send(change)
+        stats.backlog = len(backlog)
+        with trio.move_on_at(next_poll):
+            while backlog:
+                rel, change = next(iter(backlog.items()))
+                await changes.send(change)
+                del backlog[rel]
+                stats.backlog = len(backlog)
+            await trio.sleep_forever()

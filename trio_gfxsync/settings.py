@@ -1,0 +1,179 @@
+"""The one Settings class: every tunable of the agent, read from GFX_SYNC_* variables or `.env`.
+
+Validation happens once, at start. A bad value becomes a `ConfigError` whose lines read
+`GFX_SYNC_<NAME>: <what is wrong>`; the value itself is never echoed (it may be a key).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "GFX_SYNC_"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `problems` holds one `GFX_SYNC_<NAME>: reason` line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # -- from the spec --
+    nas_base_path: Path = Path("/app/data")
+    registry_path: Path = Path("config/pc_registry.json")
+    error_folder: Path = Path("_error")
+    supabase_url: str
+    supabase_secret_key: SecretStr
+    poll_interval: float = Field(2.0, gt=0, le=3600)
+    batch_size: int = Field(500, ge=1, le=10_000)
+    flush_interval: float = Field(5.0, gt=0, le=3600)
+    queue_db_path: Path = Path("/app/queue/pending.db")
+    queue_process_interval: float = Field(60.0, gt=0, le=86_400)
+    max_retries: int = Field(5, ge=0, le=1000)
+    max_queue_size: int = Field(10_000, ge=1)
+    rate_limit_max_retries: int = Field(5, ge=0, le=1000)
+    rate_limit_base_delay: float = Field(1.0, gt=0, le=600)
+    health_port: int = Field(8080, ge=0, le=65_535)
+    # -- added by the design --
+    health_host: str = "0.0.0.0"
+    rest_path: str = "/rest/v1"
+    file_pattern: str = "*.json"
+    linger: float = Field(0.25, ge=0, le=60)
+    max_file_bytes: int = Field(50 * MiB, ge=1024)
+    max_batch_bytes: int = Field(4 * MiB, ge=1024)
+    max_queue_bytes: int = Field(2 * GiB, ge=MiB)
+    request_timeout: float = Field(30.0, gt=0, le=600)
+    shutdown_timeout: float = Field(5.0, gt=0, le=300)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    dashboard_token: SecretStr | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("supabase_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            # credentials in a URL end up in logs and exception text
+            raise ValueError("must not carry credentials; use GFX_SYNC_SUPABASE_SECRET_KEY")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query string or fragment")
+        return value.rstrip("/")
+
+    @field_validator("supabase_secret_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr) -> SecretStr:
+        key = value.get_secret_value().strip()
+        if not key:
+            raise ValueError("must not be empty")
+        if any(c.isspace() for c in key) or not key.isprintable():
+            raise ValueError("must not contain spaces or control characters")
+        return SecretStr(key)
+
+    @field_validator("rest_path")
+    @classmethod
+    def _check_rest_path(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError("must be empty or a path such as /rest/v1")
+        return value
+
+    @field_validator("registry_path")
+    @classmethod
+    def _check_registry_path(cls, value: Path) -> Path:
+        if value.is_absolute() or ".." in PurePosixPath(value).parts:
+            raise ValueError("must be a relative path inside GFX_SYNC_NAS_BASE_PATH (no '..')")
+        return value
+
+    @field_validator("file_pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        if not value or "/" in value:
+            raise ValueError("must be a file name pattern such as *.json (no '/')")
+        return value
+
+    @field_validator("health_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("nas_base_path", "queue_db_path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        if self.linger > self.flush_interval:
+            raise ValueError("GFX_SYNC_LINGER must not exceed GFX_SYNC_FLUSH_INTERVAL")
+        return self
+
+    # -- derived values --
+    @property
+    def registry_file(self) -> Path:
+        return self.nas_base_path / self.registry_path
+
+    @property
+    def error_dir(self) -> Path:
+        """Relative error folders live beside the queue: the NAS is mounted read-only."""
+        if self.error_folder.is_absolute():
+            return self.error_folder
+        return self.queue_db_path.parent / self.error_folder
+
+    @property
+    def upsert_url(self) -> str:
+        return f"{self.supabase_url}{self.rest_path}/gfx_sessions"
+
+    @property
+    def rest_url(self) -> str:
+        return f"{self.supabase_url}{self.rest_path}"
+
+
+def _describe(error: dict) -> str:
+    loc = [str(part) for part in error.get("loc", ()) if isinstance(part, str)]
+    msg = error.get("msg", "invalid value")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if error.get("type") == "missing":
+        msg = "is required but not set"
+    if not loc:
+        # model-level checks name their variables in the message already
+        return msg
+    return f"{ENV_PREFIX}{loc[0].upper()}: {msg}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings from the environment; raise ConfigError naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        # include_input=False: the rejected value may be a secret
+        problems = [_describe(e) for e in exc.errors(include_input=False, include_url=False)]
+        raise ConfigError(problems) from None

@@ -1,0 +1,1 @@
+../../deploy/supabase/migrations/20261126150000_gfx_sync.sql

@@ -1,0 +1,181 @@
+"""Registry watcher: keeps one supervised scanner running per enabled PC.
+
+The registry (or, without one, the folder list of the NAS base) is re-read every poll. A PC
+added or enabled starts its scanner, one removed or disabled stops it; nothing else restarts.
+An invalid registry keeps the last good one. A scanner that fails marks its PC `error` and is
+retried with backoff: a missing or unreadable folder never takes the agent down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from .ledger import FileLedger
+from .logs import get_logger
+from .registry import PcEntry, Registry, RegistryError, load_registry, resolve_watch_path
+from .scanner import FileChange, FileTracker, compile_pattern, run_scanner
+from .settings import Settings
+from .status import AgentStatus, PcStatus
+
+log = get_logger("watcher")
+
+RETRY_MIN = 1.0
+RETRY_MAX = 30.0
+
+
+@dataclass
+class _Running:
+    entry: PcEntry
+    scope: trio.CancelScope
+
+
+@dataclass
+class RegistryWatcher:
+    settings: Settings
+    ledger: FileLedger
+    status: AgentStatus
+    roots: dict[str, Path]  # shared with the reader: pc_id -> watch folder
+    excludes: frozenset[str]
+    running: dict[str, _Running] = field(default_factory=dict)
+
+    async def run(
+        self,
+        changes: trio.MemorySendChannel[FileChange],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Started once every scanner of the first registry has done its first scan."""
+        last_error: str | None = None
+        async with changes, trio.open_nursery() as nursery:
+            started = False
+            while True:
+                try:
+                    registry = await trio.to_thread.run_sync(
+                        load_registry,
+                        self.settings.nas_base_path,
+                        self.settings.registry_file,
+                        self.excludes,
+                        abandon_on_cancel=True,
+                    )
+                except (RegistryError, OSError) as exc:
+                    message = str(exc) if isinstance(exc, RegistryError) else _os_reason(exc)
+                    self.status.registry_error = message
+                    if message != last_error:
+                        log.error("registry_invalid", error=message, kept=sorted(self.running))
+                        last_error = message
+                else:
+                    if last_error is not None:
+                        log.info("registry_recovered")
+                    last_error = None
+                    self.status.registry_error = None
+                    await self._apply(registry, nursery, changes)
+                if not started:
+                    started = True
+                    task_status.started()
+                await trio.sleep(self.settings.poll_interval)
+
+    async def _apply(
+        self,
+        registry: Registry,
+        nursery: trio.Nursery,
+        changes: trio.MemorySendChannel[FileChange],
+    ) -> None:
+        if registry.source != self.status.registry_source:
+            log.info("registry_loaded", source=registry.source, pcs=[pc.id for pc in registry.pcs])
+            self.status.registry_source = registry.source
+        wanted = registry.enabled
+        for pc_id in list(self.running):
+            entry = wanted.get(pc_id)
+            if entry is None or entry.watch_path != self.running[pc_id].entry.watch_path:
+                log.info("pc_stopped", pc_id=pc_id)
+                self.running.pop(pc_id).scope.cancel()
+                self.status.pcs.pop(pc_id, None)
+        for pc_id, entry in wanted.items():
+            if pc_id in self.running:
+                self.running[pc_id].entry = entry
+                self.status.pcs[pc_id].entry = entry  # name/description edits show at once
+                continue
+            pc_status = self.status.pcs[pc_id] = PcStatus(entry=entry)
+            scope = await nursery.start(self._supervise, entry, pc_status, changes.clone())
+            self.running[pc_id] = _Running(entry, scope)
+            log.info("pc_started", pc_id=pc_id, watch_path=entry.watch_path)
+
+    async def _supervise(
+        self,
+        pc: PcEntry,
+        pc_status: PcStatus,
+        changes: trio.MemorySendChannel[FileChange],
+        *,
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Own one PC's scanner: restart it with backoff on failure; stop when cancelled."""
+        base = self.settings.nas_base_path
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            acked = await self.ledger.store.file_states(pc.id)
+            tracker = FileTracker(pc_id=pc.id, acked=acked)
+            self.ledger.trackers[pc.id] = tracker
+            delay = RETRY_MIN
+            try:
+                async with changes:
+                    while True:
+                        try:
+                            root = await trio.to_thread.run_sync(
+                                resolve_watch_path, base, pc, abandon_on_cancel=True
+                            )
+                            if not await trio.to_thread.run_sync(
+                                root.is_dir, abandon_on_cancel=True
+                            ):
+                                raise FileNotFoundError(2, "watch folder not found", str(root))
+                            self.roots[pc.id] = root
+                            await run_scanner(
+                                tracker,
+                                root,
+                                compile_pattern(self.settings.file_pattern),
+                                changes,
+                                poll_interval=self.settings.poll_interval,
+                                skip=frozenset({self.settings.error_dir}),
+                                stats=pc_status.scan,
+                                on_gone=self.ledger.forget,
+                                task_status=_Ready(pc_status),
+                            )
+                        except (OSError, RegistryError) as exc:
+                            reason = str(exc) if isinstance(exc, RegistryError) else _os_reason(exc)
+                            if pc_status.reason != reason:
+                                log.error(
+                                    "pc_scan_failed", pc_id=pc.id, error=reason, retry_in=delay
+                                )
+                            pc_status.state, pc_status.reason = "error", reason
+                            await trio.sleep(delay)
+                            delay = min(delay * 2, RETRY_MAX)
+            finally:
+                self.ledger.trackers.pop(pc.id, None)
+                self.roots.pop(pc.id, None)
+
+
+class _Ready:
+    """task_status stand-in: marks the PC running after its first complete scan."""
+
+    def __init__(self, pc_status: PcStatus) -> None:
+        self.pc_status = pc_status
+
+    def started(self, value: object = None) -> None:
+        if self.pc_status.state != "running":
+            if self.pc_status.reason is not None:
+                log.info("pc_scan_recovered", pc_id=self.pc_status.entry.id)
+            log.info(
+                "pc_scanned",
+                pc_id=self.pc_status.entry.id,
+                files=self.pc_status.scan.files,
+                backlog=self.pc_status.scan.backlog,
+                seconds=round(self.pc_status.scan.last_scan_seconds, 3),
+            )
+        self.pc_status.state, self.pc_status.reason = "running", None
+
+
+def _os_reason(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or type(exc).__name__}{where}"
