@@ -3,12 +3,14 @@
     root nursery
     ├── signal watcher        SIGTERM/SIGINT: cancel intake, then drain within shutdown_timeout
     └── core (drain scope)
-        ├── uploader x UPLOAD_WORKERS     <- Batch          (capacity 0: "free" means waiting)
-        ├── batcher                       <- SessionRecord  (bounded)
-        └── intake (cancel scope)
-            ├── reader x READERS          <- FileChange     (bounded)
-            └── registry watcher
-                └── scanner[PC] x N
+        ├── offline drainer               probes upstream, re-sends pending_sync
+        └── pipeline
+            ├── uploader                  <- Batch          (capacity 0: "free" means waiting)
+            ├── batcher                   <- SessionRecord  (bounded)
+            └── intake (cancel scope)
+                ├── reader x READERS      <- FileChange     (bounded)
+                └── registry watcher
+                    └── scanner[PC] x N
 
 Shutdown cancels the intake only: its send channels close, end-of-stream flows down, the
 batcher sends what it holds, the uploaders finish, and the core ends by itself, or at the
@@ -24,6 +26,8 @@ from pathlib import Path
 import trio
 
 from .batching import Batch, BatchBuffer
+from .drainer import Drainer
+from .gate import UpstreamGate
 from .ledger import FileLedger
 from .logs import get_logger
 from .pipeline import Batcher, Reader
@@ -34,13 +38,13 @@ from .scanner import FileChange
 from .settings import Settings
 from .status import AgentStatus
 from .store import Store
-from .uploader import Uploader, UploadSlots, UpstreamGate
+from .uploader import LiveDelivery, QueuedDelivery, Uploader, UploadSlots
 from .watcher import RegistryWatcher
 
 log = get_logger("agent")
 
 READERS = 4  # NAS reads wait on SMB; a few in parallel hide the latency
-UPLOAD_WORKERS = 2  # one lingers for batches, the second takes flush-due batches under load
+UPLOAD_WORKERS = 1  # one request in flight (the gate's slot): batches grow while it is busy
 CHANGE_BUFFER = 8  # small, so a live change never queues behind many backfill files
 RECORD_BUFFER = 32
 CLOSE_TIMEOUT = 2.0
@@ -112,21 +116,43 @@ class Agent:
         self, store: Store, client: PostgrestClient, task_status: trio.TaskStatus[None]
     ) -> None:
         settings = self.settings
-        ledger = FileLedger(store)
-        gate = UpstreamGate(self.status)
+        status = self.status
+        status.store = store
+        ledger = FileLedger(
+            store,
+            status,
+            max_queue_size=settings.max_queue_size,
+            max_queue_bytes=settings.max_queue_bytes,
+        )
+        gate = UpstreamGate(status)
         slots = UploadSlots()
         roots: dict[str, Path] = {}
+        rng = random.Random()
         change_send, change_recv = trio.open_memory_channel[FileChange](CHANGE_BUFFER)
         record_send, record_recv = trio.open_memory_channel[SessionRecord](RECORD_BUFFER)
         batch_send, batch_recv = trio.open_memory_channel[Batch](0)
-        uploader = Uploader(
+        policy = {
+            "client": client,
+            "ledger": ledger,
+            "gate": gate,
+            "status": status,
+            "max_retries": settings.max_retries,
+            "rate_limit_max_retries": settings.rate_limit_max_retries,
+            "rate_limit_base_delay": settings.rate_limit_base_delay,
+            "rng": rng,
+        }
+        uploader = Uploader(LiveDelivery(**policy))
+        drainer = Drainer(
             client=client,
             ledger=ledger,
             gate=gate,
-            status=self.status,
-            max_retries=settings.max_retries,
-            rate_limit_base_delay=settings.rate_limit_base_delay,
-            rng=random.Random(),
+            status=status,
+            delivery=QueuedDelivery(**policy),
+            batch_size=settings.batch_size,
+            max_batch_bytes=settings.max_batch_bytes,
+            queue_process_interval=settings.queue_process_interval,
+            poll_interval=settings.poll_interval,
+            rng=rng,
         )
         batcher = Batcher(
             BatchBuffer(
@@ -136,35 +162,41 @@ class Agent:
                 flush_interval=settings.flush_interval,
             ),
             slots,
-            self.status,
+            status,
+            ledger,
         )
-        reader = Reader(ledger, self.status, roots, settings.max_file_bytes)
+        reader = Reader(ledger, status, roots, settings.max_file_bytes, settings.error_dir)
         watcher = RegistryWatcher(
             settings,
             ledger,
-            self.status,
+            status,
             roots,
             discovery_excludes(settings.registry_path.as_posix(), settings.error_folder.name),
         )
         with self.shutdown.drain:
             async with trio.open_nursery() as core:
-                async with batch_recv:
-                    for _ in range(UPLOAD_WORKERS):
-                        await core.start(uploader.run, batch_recv.clone(), slots)
-                core.start_soon(batcher.run, record_recv, batch_send)
-                async with change_recv, record_send:
-                    with self.shutdown.intake:
-                        async with trio.open_nursery() as intake:
-                            for _ in range(READERS):
-                                intake.start_soon(
-                                    reader.run, change_recv.clone(), record_send.clone()
+                await core.start(drainer.run)
+                async with trio.open_nursery() as pipeline:
+                    async with batch_recv:
+                        for _ in range(UPLOAD_WORKERS):
+                            await pipeline.start(uploader.run, batch_recv.clone(), slots)
+                    pipeline.start_soon(batcher.run, record_recv, batch_send)
+                    async with change_recv, record_send:
+                        with self.shutdown.intake:
+                            async with trio.open_nursery() as intake:
+                                for _ in range(READERS):
+                                    intake.start_soon(
+                                        reader.run, change_recv.clone(), record_send.clone()
+                                    )
+                                await intake.start(watcher.run, change_send)
+                                log.info(
+                                    "agent_started",
+                                    pcs=sorted(status.pcs),
+                                    registry=status.registry_source,
+                                    queue_db=str(settings.queue_db_path),
+                                    supabase_url=settings.supabase_url,
+                                    pending=status.queue_counts.pending,
                                 )
-                            await intake.start(watcher.run, change_send)
-                            log.info(
-                                "agent_started",
-                                pcs=sorted(self.status.pcs),
-                                registry=self.status.registry_source,
-                                queue_db=str(settings.queue_db_path),
-                                supabase_url=settings.supabase_url,
-                            )
-                            task_status.started()
+                                task_status.started()
+                # the pipeline has drained (shutdown): the queue is durable, stop the drainer
+                drainer.stop()

@@ -104,9 +104,11 @@ class BatchBuffer:
         oldest = self.oldest_arrival
         if oldest is None:
             return False
-        if closed or self.full or now - oldest >= self.flush_interval:
+        # compare against the same sums next_deadline() returns: `now - oldest >= linger` can
+        # disagree with `now >= oldest + linger` by one rounding and spin the dispatcher
+        if closed or self.full or now >= oldest + self.flush_interval:
             return True
-        return uploader_free and now - oldest >= self.linger
+        return uploader_free and now >= oldest + self.linger
 
     def next_deadline(self, *, uploader_free: bool) -> float:
         """When `due` turns true by time alone (inf when empty)."""

@@ -62,6 +62,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     return trio.run(run_checks, settings)
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from .dlq import run_dlq
+
+    settings = _settings_or_exit()
+    setup_logging("ERROR", settings.log_format)
+    return trio.run(run_dlq, settings, args)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     sys.stdout.write(migration_sql())
     return EXIT_OK
@@ -71,6 +79,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "run": (cmd_run, "run the sync service (exit 0 after SIGTERM/SIGINT)"),
     "check": (cmd_check, "check configuration, NAS folders, registry and Supabase; one line each"),
     "schema": (cmd_schema, "print the migration SQL (paste it into Supabase's SQL editor)"),
+    "dlq": (cmd_dlq, "list, show, replay or purge dead letters and quarantined files"),
 }
 
 
@@ -83,8 +92,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "dlq":
+            _dlq_arguments(command)
     return parser
+
+
+def _dlq_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="one line per dead letter or quarantined file")
+    show = actions.add_parser("show", help="everything known about one entry")
+    show.add_argument("id", type=int)
+    replay = actions.add_parser(
+        "replay",
+        help="send a dead letter again (back to the offline queue), or re-read a quarantined file",
+    )
+    target = replay.add_mutually_exclusive_group(required=True)
+    target.add_argument("id", type=int, nargs="?")
+    target.add_argument("--all", action="store_true", help="every entry")
+    purge = actions.add_parser(
+        "purge", help="delete one entry (its file is not read again until it changes)"
+    )
+    purge.add_argument("id", type=int)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,42 +1,165 @@
 """Acknowledgement: the one path by which a file version becomes "done" (DESIGN 4.1).
 
-It writes `file_state` durably first and only then tells the PC's scanner, so that a crash
-between the two costs at most a repeated upsert, never a lost one.
+A version is acknowledged when its record was stored (2xx), superseded by a stored newer copy,
+committed to the offline queue, dead-lettered or quarantined. Each of those writes `file_state`
+in the same SQLite transaction as the thing itself, and only then tells the PC's scanner: a
+crash between the two costs at most a repeated upsert, never a lost one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+import trio
+
+from .batching import Batch
+from .logs import get_logger
 from .pokergfx import FileVersion
 from .scanner import FileTracker
+from .status import AgentStatus
 from .store import AckedFile, Store
+
+log = get_logger("ledger")
+
+ROOM_RECHECK = 1.0  # seconds between looks at a full queue (the drainer also wakes us)
+
+
+def newest_per_file(versions: Iterable[FileVersion]) -> list[FileVersion]:
+    """One version per file: a batch may carry an older copy of a file beside its newer one."""
+    latest: dict[tuple[str, str], FileVersion] = {}
+    for version in versions:
+        key = (version.pc_id, version.rel_path)
+        if key not in latest or version.mtime_ns > latest[key].mtime_ns:
+            latest[key] = version
+    return list(latest.values())
 
 
 class FileLedger:
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        status: AgentStatus,
+        *,
+        max_queue_size: int = 10_000,
+        max_queue_bytes: int = 2**31,
+    ) -> None:
         self.store = store
+        self.status = status
+        self.max_queue_size = max_queue_size
+        self.max_queue_bytes = max_queue_bytes
         self.trackers: dict[str, FileTracker] = {}
+        self.queued = trio.Event()  # the drainer's wake-up: something entered the queue
+        self.room = trio.Event()  # a full queue's wake-up: something left it
 
     def acked_hash(self, pc_id: str, rel_path: str) -> str | None:
         tracker = self.trackers.get(pc_id)
         acked = tracker.acked.get(rel_path) if tracker else None
         return acked.sha256 if acked else None
 
-    async def acknowledge(self, versions: Iterable[FileVersion]) -> None:
-        # One version per file: a batch may carry an older copy of a file beside its newer one.
-        latest: dict[tuple[str, str], FileVersion] = {}
+    def _tell_scanners(self, versions: Iterable[FileVersion]) -> None:
         for version in versions:
-            key = (version.pc_id, version.rel_path)
-            if key not in latest or version.mtime_ns > latest[key].mtime_ns:
-                latest[key] = version
-        await self.store.acknowledge(latest.values())
-        for version in latest.values():
             tracker = self.trackers.get(version.pc_id)
             if tracker is not None:
                 tracker.acknowledge(
                     version.rel_path, AckedFile(version.size, version.mtime_ns, version.sha256)
                 )
 
+    async def acknowledge(self, versions: Iterable[FileVersion]) -> None:
+        latest = newest_per_file(versions)
+        await self.store.acknowledge(latest)
+        self._tell_scanners(latest)
+
+    # -- the offline queue --
+
+    async def _wait_for_room(self) -> None:
+        """Backpressure: at max_queue_size or max_queue_bytes, intake waits; nothing is dropped."""
+        logged = False
+        while True:
+            counts = await self.store.counts()
+            self.status.queue_counts = counts
+            if counts.pending < self.max_queue_size and counts.pending_bytes < self.max_queue_bytes:
+                if logged:
+                    log.info("offline_queue_has_room", pending=counts.pending)
+                self.status.queue_full = False
+                return
+            if not logged:
+                log.error(
+                    "offline_queue_full",
+                    pending=counts.pending,
+                    pending_bytes=counts.pending_bytes,
+                    max_queue_size=self.max_queue_size,
+                    max_queue_bytes=self.max_queue_bytes,
+                )
+                logged = True
+            self.status.queue_full = True
+            with trio.move_on_after(ROOM_RECHECK):
+                await self.room.wait()
+
+    async def enqueue(
+        self,
+        batch: Batch,
+        *,
+        error: str | None,
+        attempts: dict[tuple[str, int], int] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Commit the batch to pending_sync; its file versions are acknowledged with it."""
+        await self._wait_for_room()
+        versions = newest_per_file(batch.versions)
+        await self.store.enqueue(
+            batch.records, versions, attempts=attempts, delay=delay, error=error
+        )
+        self._tell_scanners(versions)
+        self.queued.set()
+        self.queued = trio.Event()
+
+    def made_room(self) -> None:
+        self.room.set()
+        self.room = trio.Event()
+
+    # -- dead letters --
+
+    async def dead_letter(
+        self,
+        record: Any,
+        superseded: Sequence[FileVersion],
+        *,
+        reason: str,
+        status: int | None,
+        code: str | None,
+        message: str,
+        attempts: int,
+    ) -> None:
+        await self.store.dead_letter(
+            record, reason=reason, status=status, code=code, message=message, attempts=attempts
+        )
+        self._tell_scanners([record.version])
+        if superseded:
+            await self.acknowledge(superseded)
+        log.error(
+            "record_dead_lettered",
+            pc_id=record.version.pc_id,
+            path=record.version.rel_path,
+            session_id=str(record.session_id),
+            reason=reason,
+            status=status,
+            code=code,
+            error=message,
+            attempts=attempts,
+        )
+
+    async def quarantine(self, version: FileVersion, reason: str, message: str) -> None:
+        await self.store.quarantine(version, reason, message)
+        self._tell_scanners([version])
+
     async def forget(self, pc_id: str, rel_paths: list[str]) -> None:
         await self.store.forget(pc_id, rel_paths)
+
+    async def reload_states(self) -> None:
+        """Another process (`dlq replay`) changed file_state: files it forgot are read again."""
+        for pc_id, tracker in list(self.trackers.items()):
+            current = await self.store.file_states(pc_id)
+            for rel in [rel for rel in tracker.acked if rel not in current]:
+                del tracker.acked[rel]
+                tracker.reported.pop(rel, None)

@@ -22,6 +22,8 @@ def register_secret(value: str) -> None:
     """Never let this string reach the output (keys, tokens)."""
     if value and len(value) >= 6:
         _secrets.add(value)
+        # as it appears inside a JSON line: quotes and backslashes escaped
+        _secrets.add(orjson.dumps(value).decode()[1:-1])
 
 
 def scrub(text: str) -> str:

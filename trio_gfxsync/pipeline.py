@@ -6,7 +6,9 @@ on when it ends, and ends when its input closes: end-of-stream flows down the pi
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +17,10 @@ import trio
 from .batching import Batch, BatchBuffer
 from .ledger import FileLedger
 from .logs import get_logger
-from .pokergfx import FileTooLarge, ParseError, SessionRecord, parse_session
+from .pokergfx import FileTooLarge, FileVersion, ParseError, SessionRecord, parse_session
 from .scanner import FileChange
 from .status import AgentStatus
-from .uploader import UploadSlots, Wakeup
+from .uploader import SPILL_TIMEOUT, UploadSlots, Wakeup
 
 log = get_logger("pipeline")
 
@@ -42,6 +44,7 @@ class Vanished:
 class Unreadable:
     error: ParseError | OSError
     stat: tuple[int, int]
+    sha256: str = ""  # of the bytes read, when they were read
 
 
 ReadOutcome = SessionRecord | Unsettled | Vanished | Unreadable
@@ -57,11 +60,12 @@ def read_change(path: Path, change: FileChange, max_file_bytes: int) -> ReadOutc
     try:
         before = os.stat(path)
         stat = (before.st_size, before.st_mtime_ns)
+        settled = change.settled and stat == (change.size, change.mtime_ns)
         if before.st_size > max_file_bytes:
-            too_large = FileTooLarge(
-                f"{before.st_size} bytes is above the limit of {max_file_bytes}"
-            )
-            return Unreadable(too_large, stat)
+            if not settled:
+                return Unsettled(stat)
+            limit = f"{before.st_size} bytes is above the limit of {max_file_bytes}"
+            return Unreadable(FileTooLarge(limit), stat)
         with open(path, "rb") as handle:
             data = handle.read(max_file_bytes + 1)
         after = os.stat(path)
@@ -80,8 +84,9 @@ def read_change(path: Path, change: FileChange, max_file_bytes: int) -> ReadOutc
             max_file_bytes=max_file_bytes,
         )
     except ParseError as exc:
-        settled = change.settled and stat == (change.size, change.mtime_ns)
-        return Unreadable(exc, stat) if settled else Unsettled(stat)
+        return (
+            Unreadable(exc, stat, hashlib.sha256(data).hexdigest()) if settled else Unsettled(stat)
+        )
 
 
 @dataclass
@@ -90,6 +95,7 @@ class Reader:
     status: AgentStatus
     roots: dict[str, Path]  # pc_id -> resolved watch folder
     max_file_bytes: int
+    error_dir: Path | None = None
 
     async def run(
         self,
@@ -132,13 +138,63 @@ class Reader:
                 tracker.retry_when_settled(change.rel_path, (change.size, change.mtime_ns))
             case Vanished():
                 tracker.release(change.rel_path, (change.size, change.mtime_ns))
-            case Unreadable(error, stat):
-                reason = error.reason if isinstance(error, ParseError) else "os_error"
-                message = error.message if isinstance(error, ParseError) else str(error)
-                # logged once per version: the tracker will not report it again until it changes
-                log.error("file_unreadable", **fields, reason=reason, error=message)
+            case Unreadable(OSError() as error, stat):
+                # not a bad file but a bad read (permissions, I/O): logged once per version,
+                # looked at again when the file changes or the agent restarts
+                log.error("file_unreadable", **fields, error=str(error))
                 tracker.reported[change.rel_path] = stat
+            case Unreadable(ParseError() as error, stat, sha256):
+                await self.quarantine(change, error, stat, sha256)
         return None
+
+    async def quarantine(
+        self, change: FileChange, error: ParseError, stat: tuple[int, int], sha256: str
+    ) -> None:
+        """A settled file that cannot become a record: recorded with its reason, logged once,
+        copied to the error folder if that is writable, read again when the file changes."""
+        version = FileVersion(change.pc_id, change.rel_path, stat[0], stat[1], sha256)
+        await self.ledger.quarantine(version, error.reason, error.message)
+        root = self.roots.get(change.pc_id)
+        copied = None
+        if root is not None and self.error_dir is not None:
+            copied = await trio.to_thread.run_sync(
+                copy_to_error_folder,
+                root / change.rel_path,
+                self.error_dir,
+                change.pc_id,
+                change.rel_path,
+                error.reason,
+                error.message,
+                abandon_on_cancel=True,
+            )
+        log.error(
+            "file_quarantined",
+            pc_id=change.pc_id,
+            path=change.rel_path,
+            reason=error.reason,
+            error=error.message,
+            size=stat[0],
+            copied_to=str(copied) if isinstance(copied, Path) else None,
+            copy_error=copied if isinstance(copied, str) else None,
+        )
+
+
+def copy_to_error_folder(
+    source: Path, error_dir: Path, pc_id: str, rel_path: str, reason: str, message: str
+) -> Path | str:
+    """Blocking: copy (never move: the NAS is read-only) the bad file beside a note of why.
+
+    Returns the copy's path, or why it could not be made (the folder may be read-only too).
+    """
+    target = error_dir / pc_id / rel_path
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        note = target.with_name(target.name + ".reason.txt")
+        note.write_text(f"{reason}: {message}\n", encoding="utf-8")
+    except OSError as exc:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename or error_dir}"
+    return target
 
 
 # -- batcher --
@@ -149,6 +205,7 @@ class Batcher:
     buffer: BatchBuffer
     slots: UploadSlots
     status: AgentStatus
+    ledger: FileLedger
 
     async def run(
         self,
@@ -173,17 +230,31 @@ class Batcher:
             closed = True
             wakeup.set()
 
-        async with batches, trio.open_nursery() as nursery:
-            nursery.start_soon(intake)
-            while not (closed and len(self.buffer) == 0):
-                now = trio.current_time()
-                free = self.slots.free > 0
-                if self.buffer.due(now, uploader_free=free, closed=closed):
-                    batch = self.buffer.take()
-                    self.status.batch_pending = len(self.buffer)
-                    room.set()
-                    await batches.send(batch)
-                    continue
-                changed = wakeup.event
-                with trio.move_on_at(self.buffer.next_deadline(uploader_free=free)):
-                    await changed.wait()
+        in_hand: Batch | None = None
+        try:
+            async with batches, trio.open_nursery() as nursery:
+                nursery.start_soon(intake)
+                while not (closed and len(self.buffer) == 0):
+                    now = trio.current_time()
+                    free = self.slots.free > 0
+                    if self.buffer.due(now, uploader_free=free, closed=closed):
+                        in_hand = self.buffer.take()
+                        self.status.batch_pending = len(self.buffer)
+                        room.set()
+                        await batches.send(in_hand)
+                        in_hand = None
+                        continue
+                    changed = wakeup.event
+                    with trio.move_on_at(self.buffer.next_deadline(uploader_free=free)):
+                        await changed.wait()
+        except trio.Cancelled:
+            await self._spill(in_hand)
+            raise
+
+    async def _spill(self, in_hand: Batch | None) -> None:
+        """Shutdown deadline: commit what is read but not sent to the queue (DESIGN 6)."""
+        with trio.CancelScope(shield=True), trio.move_on_after(SPILL_TIMEOUT):
+            if in_hand is not None:
+                await self.ledger.enqueue(in_hand, error="shutdown")
+            while len(self.buffer):
+                await self.ledger.enqueue(self.buffer.take(), error="shutdown")

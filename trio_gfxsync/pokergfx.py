@@ -28,8 +28,10 @@ import orjson
 BIGINT_MAX = 2**63 - 1
 _BOM_STARTS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 _GAME_ID = re.compile(r"GameID=(\d{1,19})(?!\d)")
+# [0-9], not \d: \d matches other scripts' digits, which PostgreSQL refuses (22007)
 _TIMESTAMP = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?"
+    r"(Z|[+-]([0-9]{2}):?([0-9]{2}))?"
 )
 # Columns of gfx_sessions the agent writes; every row carries all of them (PGRST102 otherwise).
 ROW_COLUMNS = (
@@ -115,10 +117,15 @@ class SessionRecord:
     def is_newer_than(self, other: SessionRecord) -> bool:
         """The database's keep-newest rule: more hands, then the newer file mtime.
 
-        The last tie-break (hash) only makes the choice independent of arrival order.
+        The last tie-breaks (hash, path) only make the choice independent of arrival order.
         """
-        mine = (self.hand_count, self.version.mtime_ns, self.version.sha256)
-        theirs = (other.hand_count, other.version.mtime_ns, other.version.sha256)
+        mine = (self.hand_count, self.version.mtime_ns, self.version.sha256, self.version.rel_path)
+        theirs = (
+            other.hand_count,
+            other.version.mtime_ns,
+            other.version.sha256,
+            other.version.rel_path,
+        )
         return mine > theirs
 
 
@@ -140,11 +147,15 @@ def decode_text(data: bytes) -> str:
                     f"invalid {codec} after its byte order mark: {exc.reason}"
                 ) from None
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadEncoding(
             f"not UTF-8 (byte {exc.start}: {exc.reason}) and no UTF-16 byte order mark"
         ) from None
+    if "\x00" in text:
+        # ASCII text in UTF-16 is valid UTF-8 with a NUL every other byte
+        raise BadEncoding("contains NUL bytes: UTF-16 without a byte order mark?")
+    return text
 
 
 def session_id_from_name(file_name: str) -> int | None:
@@ -158,8 +169,12 @@ def session_id_from_name(file_name: str) -> int | None:
 def _usable_id(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        # isdigit() alone admits '²' and other digits int() refuses
+        if not (text.isascii() and text.isdecimal() and len(text) <= 19):
+            return None
+        value = int(text)
     if isinstance(value, int) and 0 < value <= BIGINT_MAX:
         return value
     return None  # floats have already lost the low digits of an 18-digit id
@@ -173,6 +188,8 @@ def created_at_text(value: Any) -> str | None:
     if match is None:
         return None
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    if match.group(9) is not None and (int(match.group(9)) > 15 or int(match.group(10)) > 59):
+        return None  # PostgreSQL's offset range (22008 otherwise)
     try:
         datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:

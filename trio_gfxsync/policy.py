@@ -56,6 +56,35 @@ def classify(status: int | None, code: str | None) -> Verdict:
     return Verdict.REFUSED
 
 
+class Action(enum.Enum):
+    """What the executor does with a batch after an answer."""
+
+    ACKNOWLEDGE = "acknowledge"
+    SPLIT = "split"  # halves, each tried again
+    REFUSE_ONE = "refuse_one"  # one record refused: count an attempt, retry later or dead-letter
+    DEAD_LETTER = "dead_letter"  # one record too large: dead letter `payload_too_large`
+    RETRY = "retry"  # hold every sender (Retry-After or backoff), then send the same again
+    QUEUE = "queue"  # upstream down or slowing for too long: offline queue, probe
+    PAUSE = "pause"  # schema mismatch or rejected key: queue, unhealthy, re-probe
+
+
+def decide(
+    verdict: Verdict, batch_len: int, slow_tries: int, rate_limit_max_retries: int
+) -> Action:
+    """DESIGN 5 as one function. `slow_tries`: 429/503/504 answers already seen for this batch."""
+    if verdict is Verdict.STORED:
+        return Action.ACKNOWLEDGE
+    if verdict in (Verdict.SPLIT, Verdict.REFUSED):
+        return Action.SPLIT if batch_len > 1 else Action.REFUSE_ONE
+    if verdict is Verdict.TOO_LARGE:
+        return Action.SPLIT if batch_len > 1 else Action.DEAD_LETTER
+    if verdict is Verdict.SLOW_DOWN:
+        return Action.RETRY if slow_tries < rate_limit_max_retries else Action.QUEUE
+    if verdict is Verdict.DOWN:
+        return Action.QUEUE
+    return Action.PAUSE
+
+
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (attempt counts from 0)."""
     if attempt < 0:
@@ -69,11 +98,11 @@ def retry_after_seconds(header: str | None, now: datetime | None = None) -> floa
     if header is None:
         return None
     value = header.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdecimal():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

@@ -54,6 +54,8 @@ def _check_id(value: Any, where: str) -> str:
 def _check_watch_path(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise RegistryError(f"{where}: `watch_path` must be a non-empty string")
+    if not value.isprintable():
+        raise RegistryError(f"{where}: `watch_path` {value!r} contains control characters")
     posix = value.replace("\\", "/")
     path = PurePosixPath(posix)
     if path.is_absolute() or (len(posix) > 1 and posix[1] == ":"):
@@ -133,7 +135,10 @@ def discover_pcs(base: Path, excludes: frozenset[str]) -> tuple[PcEntry, ...]:
 def resolve_watch_path(base: Path, pc: PcEntry) -> Path:
     """The PC's folder on disk; refuses a symlink that leads out of the base."""
     root = base.resolve()
-    target = (base / pc.watch_path).resolve()
+    try:
+        target = (base / pc.watch_path).resolve()
+    except ValueError as exc:  # an embedded NUL, from a registry edited by hand
+        raise RegistryError(f"PC {pc.id!r}: watch_path is not a usable path: {exc}") from None
     if target != root and root not in target.parents:
         raise RegistryError(
             f"PC {pc.id!r}: watch_path {pc.watch_path!r} leads outside the NAS base"

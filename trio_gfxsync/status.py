@@ -8,9 +8,11 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from .registry import PcEntry
 from .scanner import ScanStats
+from .store import QueueCounts
 
 
 @dataclass
@@ -35,6 +37,10 @@ class AgentStatus:
     sessions_upserted: Counter[str] = field(default_factory=Counter)
     batches_uploaded: int = 0
     batch_pending: int = 0
+    last_upload_error: str | None = None
+    queue_counts: QueueCounts = field(default_factory=lambda: QueueCounts(0, 0, 0, 0, 0))
+    queue_full: bool = False
+    store: Any = None  # the Store, for its `problem` (disk full, locked) and counts
     consecutive_upload_failures: int = 0
     shutting_down: bool = False
 

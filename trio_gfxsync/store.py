@@ -1,28 +1,43 @@
-"""The agent's durable state in one SQLite file: which file versions are acknowledged.
+"""The agent's durable state, one SQLite file: file_state, pending_sync, dead_letter.
+
+- `file_state`: the acknowledged version of each file (DESIGN 4.1); nothing else marks a file done.
+- `pending_sync`: the offline queue, one row per (gfx_pc_id, session_id), the newest copy wins,
+  whole rows zlib-compressed, so the queue grows with sessions and survives a deleted file.
+- `dead_letter`: records the table refused `max_retries` times, and quarantined files, with
+  their reason; one row per file.
 
 One connection, used from anyio worker threads through a CapacityLimiter(1), WAL journal and
 `synchronous=FULL` (an acknowledgement must survive a power cut: it is what stops a re-send).
-The schema carries its version in `PRAGMA user_version` and migrates itself forward.
+The schema carries its version in `PRAGMA user_version` and migrates itself forward. A corrupt
+file is moved aside (with its -wal and -shm) and recreated: the NAS is the source of truth, so a
+full rescan rebuilds everything. A full disk or a locked database blocks the writer (which is
+backpressure) and is reported, never raised as a crash.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import trio
 
+from .logs import get_logger
 from .pokergfx import FileVersion
 
 T = TypeVar("T")
+log = get_logger("store")
 
 # Each entry moves the schema from version N to N+1; never edit a released step.
 MIGRATIONS: tuple[str, ...] = (
+    # 1: acknowledged file versions
     """
     CREATE TABLE file_state (
         pc_id       TEXT    NOT NULL,
@@ -34,12 +49,56 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (pc_id, rel_path)
     ) WITHOUT ROWID;
     """,
+    # 2: offline queue and dead letters
+    """
+    CREATE TABLE pending_sync (
+        pc_id           TEXT    NOT NULL,
+        session_id      INTEGER NOT NULL,
+        rel_path        TEXT    NOT NULL,
+        size            INTEGER NOT NULL,
+        mtime_ns        INTEGER NOT NULL,
+        sha256          TEXT    NOT NULL,
+        hand_count      INTEGER NOT NULL,
+        row_z           BLOB    NOT NULL,
+        nbytes          INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        queued_at       REAL    NOT NULL,
+        next_attempt_at REAL    NOT NULL,
+        PRIMARY KEY (pc_id, session_id)
+    );
+    CREATE INDEX pending_sync_due ON pending_sync (next_attempt_at, queued_at);
+    CREATE TABLE dead_letter (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind        TEXT    NOT NULL CHECK (kind IN ('quarantine', 'refused')),
+        pc_id       TEXT    NOT NULL,
+        rel_path    TEXT    NOT NULL,
+        session_id  INTEGER,
+        size        INTEGER,
+        mtime_ns    INTEGER,
+        sha256      TEXT,
+        hand_count  INTEGER,
+        reason      TEXT    NOT NULL,
+        status      INTEGER,
+        code        TEXT,
+        message     TEXT,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        first_seen  REAL    NOT NULL,
+        last_seen   REAL    NOT NULL,
+        row_z       BLOB,
+        UNIQUE (pc_id, rel_path)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+CORRUPT_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+FULL_ERRORS = frozenset({"SQLITE_FULL", "SQLITE_IOERR"})
+BUSY_ERRORS = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
+WRITE_RETRY_MAX = 5.0
 
 
 class StoreError(Exception):
-    """The queue database cannot be used (newer schema, unreadable)."""
+    """The queue database cannot be used (newer schema, unreadable folder)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +108,58 @@ class AckedFile:
     sha256: str
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=10000")
+@dataclass(frozen=True, slots=True)
+class QueuedRecord:
+    """A record read back from pending_sync: enough to upsert, acknowledge or dead-letter it."""
+
+    version: FileVersion
+    session_id: int
+    hand_count: int
+    row: bytes
+    attempts: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.version.pc_id, self.session_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    kind: str
+    pc_id: str
+    rel_path: str
+    session_id: int | None
+    size: int | None
+    mtime_ns: int | None
+    sha256: str | None
+    hand_count: int | None
+    reason: str
+    status: int | None
+    code: str | None
+    message: str | None
+    attempts: int
+    first_seen: float
+    last_seen: float
+    has_payload: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    pending: int
+    pending_bytes: int
+    dead_letters: int
+    quarantined: int
+    files: int
+
+
+def _error_name(exc: sqlite3.Error) -> str:
+    return getattr(exc, "sqlite_errorname", "") or ""
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        conn.close()
         raise StoreError(
             f"{path} has schema version {version}, newer than this agent's {SCHEMA_VERSION}: "
             "upgrade the agent or move the file aside"
@@ -73,7 +175,65 @@ def _connect(path: Path) -> sqlite3.Connection:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        result = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {result}")
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def move_aside(path: Path) -> Path:
+    """Move a corrupt database and its -wal/-shm out of the way; return the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(Path(f"{target}{suffix}"))
+    return target
+
+
+def open_database(path: Path, recover: bool = True) -> tuple[sqlite3.Connection, str | None]:
+    """Blocking: open (or create) the database; a corrupt one is moved aside and recreated.
+
+    Returns the connection and, when it recovered, what was wrong and where the old file went.
+    Only the agent recovers; a command run beside it (`dlq`) must not move its file away.
+    """
+    try:
+        return _connect(path), None
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and _error_name(exc) not in CORRUPT_ERRORS:
+            raise StoreError(f"cannot open {path}: {exc}") from None
+        if not recover:
+            raise StoreError(
+                f"{path} is damaged ({exc}); the agent recreates it at start"
+            ) from None
+        moved = move_aside(path)
+        return _connect(path), f"{exc}; moved to {moved.name}"
+
+
+def compress(row: bytes) -> bytes:
+    # level 1: the real exports shrink ~12x at a fraction of the CPU of the default level
+    return zlib.compress(row, 1)
+
+
+def _version(pc_id: str, rel: str, size: int, mtime: int, sha: str) -> FileVersion:
+    return FileVersion(pc_id=pc_id, rel_path=rel, size=size, mtime_ns=mtime, sha256=sha)
 
 
 class Store:
@@ -81,17 +241,57 @@ class Store:
         self._conn = conn
         self.path = path
         self._limiter = anyio.CapacityLimiter(1)
+        self.problem: str | None = None  # disk full / locked, shown by /health
+        self.recovered: str | None = None
+        self._data_version = 0
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
-        conn = await anyio.to_thread.run_sync(_connect, path)
-        return cls(conn, path)
+    async def open(cls, path: Path, *, recover: bool = True) -> Store:
+        conn, recovered = await anyio.to_thread.run_sync(open_database, path, recover)
+        store = cls(conn, path)
+        if recovered:
+            store.recovered = recovered
+            log.error("queue_db_recreated", path=str(path), reason=recovered, rescan=True)
+        return store
 
     async def close(self) -> None:
         await self._run(self._conn.close)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def _write(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a write; while the disk is full or the file locked, wait and retry (backpressure)."""
+        delay = 0.1
+        while True:
+            try:
+                result = await self._run(fn, *args)
+            except sqlite3.OperationalError as exc:
+                name = _error_name(exc)
+                if name not in FULL_ERRORS | BUSY_ERRORS:
+                    raise
+                problem = f"queue database {'full' if name in FULL_ERRORS else 'locked'}: {exc}"
+                if problem != self.problem:
+                    log.error("queue_db_write_blocked", error=problem, path=str(self.path))
+                self.problem = problem
+                await trio.sleep(delay)
+                delay = min(delay * 2, WRITE_RETRY_MAX)
+                continue
+            if self.problem is not None:
+                log.info("queue_db_write_recovered", path=str(self.path))
+                self.problem = None
+            return result
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
     # -- file_state --
 
@@ -104,44 +304,404 @@ class Store:
     async def file_states(self, pc_id: str) -> dict[str, AckedFile]:
         return await self._run(self._file_states, pc_id)
 
+    @staticmethod
+    def _ack_rows(conn: sqlite3.Connection, versions: Sequence[FileVersion], now: float) -> None:
+        conn.executemany(
+            """
+            INSERT INTO file_state (pc_id, rel_path, size, mtime_ns, sha256, acked_at)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (pc_id, rel_path) DO UPDATE SET
+                size = excluded.size, mtime_ns = excluded.mtime_ns,
+                sha256 = excluded.sha256, acked_at = excluded.acked_at
+            """,
+            [(v.pc_id, v.rel_path, v.size, v.mtime_ns, v.sha256, now) for v in versions],
+        )
+
     def _acknowledge(self, versions: list[FileVersion]) -> None:
-        now = time.time()
-        with self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany(
-                """
-                INSERT INTO file_state (pc_id, rel_path, size, mtime_ns, sha256, acked_at)
-                VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (pc_id, rel_path) DO UPDATE SET
-                    size = excluded.size, mtime_ns = excluded.mtime_ns,
-                    sha256 = excluded.sha256, acked_at = excluded.acked_at
-                """,
-                [(v.pc_id, v.rel_path, v.size, v.mtime_ns, v.sha256, now) for v in versions],
+        def body(conn: sqlite3.Connection) -> None:
+            self._ack_rows(conn, versions, time.time())
+            # a quarantined file that now syncs is resolved
+            conn.executemany(
+                "DELETE FROM dead_letter WHERE pc_id = ? AND rel_path = ? AND kind = 'quarantine'",
+                [(v.pc_id, v.rel_path) for v in versions],
             )
+
+        self._transaction(body)
 
     async def acknowledge(self, versions: Iterable[FileVersion]) -> None:
         """Durably mark these file versions done; only then may a restart skip them."""
         batch = list(versions)
         if batch:
-            await self._run(self._acknowledge, batch)
+            await self._write(self._acknowledge, batch)
 
     def _forget(self, pc_id: str, rel_paths: list[str]) -> None:
-        with self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany(
+        self._transaction(
+            lambda conn: conn.executemany(
                 "DELETE FROM file_state WHERE pc_id = ? AND rel_path = ?",
                 [(pc_id, rel) for rel in rel_paths],
             )
+        )
 
     async def forget(self, pc_id: str, rel_paths: Iterable[str]) -> None:
         """A deleted source file: forget its state (its row in the database stays)."""
         batch = list(rel_paths)
         if batch:
-            await self._run(self._forget, pc_id, batch)
+            await self._write(self._forget, pc_id, batch)
 
-    def _counts(self) -> dict[str, int]:
-        (files,) = self._conn.execute("SELECT count(*) FROM file_state").fetchone()
-        return {"files_acknowledged": files}
+    # -- pending_sync: the offline queue --
 
-    async def counts(self) -> dict[str, int]:
+    def _enqueue(
+        self,
+        records: list[Any],
+        acked: list[FileVersion],
+        attempts: dict[tuple[str, int], int],
+        next_attempt_at: float,
+        error: str | None,
+    ) -> None:
+        now = time.time()
+
+        def body(conn: sqlite3.Connection) -> None:
+            rows = []
+            for record in records:
+                v = record.version
+                row_z = compress(record.row)
+                rows.append(
+                    (
+                        v.pc_id,
+                        record.session_id,
+                        v.rel_path,
+                        v.size,
+                        v.mtime_ns,
+                        v.sha256,
+                        record.hand_count,
+                        row_z,
+                        len(row_z),
+                        attempts.get(record.key, 0),
+                        error,
+                        now,
+                        next_attempt_at,
+                    )
+                )
+            # keep-newest, as the database trigger does: an older copy never replaces a newer one
+            conn.executemany(
+                """
+                INSERT INTO pending_sync (pc_id, session_id, rel_path, size, mtime_ns, sha256,
+                    hand_count, row_z, nbytes, attempts, last_error, queued_at, next_attempt_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (pc_id, session_id) DO UPDATE SET
+                    rel_path = excluded.rel_path, size = excluded.size,
+                    mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
+                    hand_count = excluded.hand_count, row_z = excluded.row_z,
+                    nbytes = excluded.nbytes, attempts = excluded.attempts,
+                    last_error = excluded.last_error, next_attempt_at = excluded.next_attempt_at
+                WHERE excluded.hand_count > pending_sync.hand_count
+                   OR (excluded.hand_count = pending_sync.hand_count
+                       AND excluded.mtime_ns >= pending_sync.mtime_ns)
+                """,
+                rows,
+            )
+            self._ack_rows(conn, acked, now)
+
+        self._transaction(body)
+
+    async def enqueue(
+        self,
+        records: Sequence[Any],
+        acked: Sequence[FileVersion],
+        *,
+        attempts: dict[tuple[str, int], int] | None = None,
+        delay: float = 0.0,
+        error: str | None = None,
+    ) -> None:
+        """Queue records and, in the same transaction, acknowledge the file versions they carry."""
+        if records or acked:
+            await self._write(
+                self._enqueue,
+                list(records),
+                list(acked),
+                attempts or {},
+                time.time() + delay,
+                error,
+            )
+
+    def _due(self, now: float, limit: int, max_bytes: int) -> list[QueuedRecord]:
+        rows = self._conn.execute(
+            """
+            SELECT pc_id, session_id, rel_path, size, mtime_ns, sha256, hand_count, row_z, attempts
+            FROM pending_sync WHERE next_attempt_at <= ?
+            ORDER BY next_attempt_at, queued_at LIMIT ?
+            """,
+            (now, limit),
+        )
+        found: list[QueuedRecord] = []
+        total = 2
+        for pc_id, session_id, rel, size, mtime, sha, hands, row_z, attempts in rows:
+            row = zlib.decompress(row_z)
+            if found and total + len(row) + 1 > max_bytes:
+                break
+            total += len(row) + 1
+            found.append(
+                QueuedRecord(
+                    _version(pc_id, rel, size, mtime, sha), session_id, hands, row, attempts
+                )
+            )
+        return found
+
+    async def due(self, limit: int, max_bytes: int) -> list[QueuedRecord]:
+        """Queued records whose time has come, oldest first, within one request's limits."""
+        return await self._run(self._due, time.time(), limit, max_bytes)
+
+    def _next_due(self) -> float:
+        (value,) = self._conn.execute("SELECT min(next_attempt_at) FROM pending_sync").fetchone()
+        return math.inf if value is None else float(value)
+
+    async def next_due(self) -> float:
+        """Wall-clock time of the next queued record's attempt (inf when the queue is empty)."""
+        return await self._run(self._next_due)
+
+    def _remove(self, records: list[QueuedRecord]) -> None:
+        # only the copy that was sent: a newer one may have replaced it meanwhile
+        self._transaction(
+            lambda conn: conn.executemany(
+                "DELETE FROM pending_sync WHERE pc_id = ? AND session_id = ? AND sha256 = ?",
+                [(r.version.pc_id, r.session_id, r.version.sha256) for r in records],
+            )
+        )
+
+    async def remove_queued(self, records: Sequence[QueuedRecord]) -> None:
+        if records:
+            await self._write(self._remove, list(records))
+
+    def _retry_later(self, record: QueuedRecord, attempts: int, when: float, error: str) -> None:
+        self._transaction(
+            lambda conn: conn.execute(
+                """UPDATE pending_sync SET attempts = ?, next_attempt_at = ?, last_error = ?
+                   WHERE pc_id = ? AND session_id = ? AND sha256 = ?""",
+                (
+                    attempts,
+                    when,
+                    error,
+                    record.version.pc_id,
+                    record.session_id,
+                    record.version.sha256,
+                ),
+            )
+        )
+
+    async def retry_later(
+        self, record: QueuedRecord, attempts: int, delay: float, error: str
+    ) -> None:
+        await self._write(self._retry_later, record, attempts, time.time() + delay, error)
+
+    # -- dead letters and quarantine --
+
+    def _dead_letter(
+        self,
+        kind: str,
+        version: FileVersion,
+        session_id: int | None,
+        hand_count: int | None,
+        reason: str,
+        status: int | None,
+        code: str | None,
+        message: str | None,
+        attempts: int,
+        row: bytes | None,
+        drop_queued: bool,
+    ) -> None:
+        now = time.time()
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                """
+                INSERT INTO dead_letter (kind, pc_id, rel_path, session_id, size, mtime_ns,
+                    sha256, hand_count, reason, status, code, message, attempts, first_seen,
+                    last_seen, row_z)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (pc_id, rel_path) DO UPDATE SET
+                    kind = excluded.kind, session_id = excluded.session_id,
+                    size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
+                    hand_count = excluded.hand_count, reason = excluded.reason,
+                    status = excluded.status, code = excluded.code, message = excluded.message,
+                    attempts = excluded.attempts, last_seen = excluded.last_seen,
+                    row_z = excluded.row_z
+                """,
+                (
+                    kind,
+                    version.pc_id,
+                    version.rel_path,
+                    session_id,
+                    version.size,
+                    version.mtime_ns,
+                    version.sha256,
+                    hand_count,
+                    reason,
+                    status,
+                    code,
+                    message,
+                    attempts,
+                    now,
+                    now,
+                    compress(row) if row is not None else None,
+                ),
+            )
+            if drop_queued and session_id is not None:
+                conn.execute(
+                    "DELETE FROM pending_sync WHERE pc_id = ? AND session_id = ? AND sha256 = ?",
+                    (version.pc_id, session_id, version.sha256),
+                )
+            self._ack_rows(conn, [version], now)
+
+        self._transaction(body)
+
+    async def dead_letter(
+        self,
+        record: Any,
+        *,
+        reason: str,
+        status: int | None,
+        code: str | None,
+        message: str,
+        attempts: int,
+    ) -> None:
+        """A record the table refused for good: keep it (with its row, for replay), ack its file."""
+        await self._write(
+            self._dead_letter,
+            "refused",
+            record.version,
+            record.session_id,
+            record.hand_count,
+            reason,
+            status,
+            code,
+            message,
+            attempts,
+            record.row,
+            True,
+        )
+
+    async def quarantine(self, version: FileVersion, reason: str, message: str) -> None:
+        """A bad file: recorded with its reason and acknowledged until the file changes."""
+        await self._write(
+            self._dead_letter,
+            "quarantine",
+            version,
+            None,
+            None,
+            reason,
+            None,
+            None,
+            message,
+            0,
+            None,
+            False,
+        )
+
+    _DL_COLUMNS = (
+        "id, kind, pc_id, rel_path, session_id, size, mtime_ns, sha256, hand_count, reason,"
+        " status, code, message, attempts, first_seen, last_seen, row_z IS NOT NULL"
+    )
+
+    def _dead_letters(self, where: str = "", params: tuple[Any, ...] = ()) -> list[DeadLetter]:
+        rows = self._conn.execute(
+            f"SELECT {self._DL_COLUMNS} FROM dead_letter {where} ORDER BY id", params
+        )
+        return [DeadLetter(*row[:-1], has_payload=bool(row[-1])) for row in rows]
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return await self._run(self._dead_letters)
+
+    async def get_dead_letter(self, entry_id: int) -> DeadLetter | None:
+        found = await self._run(self._dead_letters, "WHERE id = ?", (entry_id,))
+        return found[0] if found else None
+
+    def _replay(self, entry_ids: list[int] | None) -> list[int]:
+        def body(conn: sqlite3.Connection) -> list[int]:
+            where, params = (
+                ("", ())
+                if entry_ids is None
+                else (
+                    f"WHERE id IN ({','.join('?' * len(entry_ids))})",
+                    tuple(entry_ids),
+                )
+            )
+            rows = conn.execute(
+                "SELECT id, pc_id, rel_path, session_id, size, mtime_ns, sha256,"
+                f" hand_count, row_z FROM dead_letter {where}",
+                params,
+            ).fetchall()
+            now = time.time()
+            for entry_id, pc_id, rel, session_id, size, mtime, sha, hands, row_z in rows:
+                if row_z is not None:
+                    # back into the queue with a clean slate; keep-newest still applies
+                    conn.execute(
+                        """
+                        INSERT INTO pending_sync (pc_id, session_id, rel_path, size, mtime_ns,
+                            sha256, hand_count, row_z, nbytes, attempts, last_error, queued_at,
+                            next_attempt_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, ?)
+                        ON CONFLICT (pc_id, session_id) DO NOTHING
+                        """,
+                        (
+                            pc_id,
+                            session_id,
+                            rel,
+                            size,
+                            mtime,
+                            sha,
+                            hands,
+                            row_z,
+                            len(row_z),
+                            now,
+                            now,
+                        ),
+                    )
+                else:
+                    # a quarantined file: forget its state so the agent reads it again
+                    conn.execute(
+                        "DELETE FROM file_state WHERE pc_id = ? AND rel_path = ?", (pc_id, rel)
+                    )
+                conn.execute("DELETE FROM dead_letter WHERE id = ?", (entry_id,))
+            return [row[0] for row in rows]
+
+        return self._transaction(body)
+
+    async def replay(self, entry_ids: list[int] | None) -> list[int]:
+        """Move dead letters back (None: all); returns the ids replayed."""
+        return await self._write(self._replay, entry_ids)
+
+    def _purge(self, entry_id: int) -> bool:
+        cursor = self._transaction(
+            lambda conn: conn.execute("DELETE FROM dead_letter WHERE id = ?", (entry_id,))
+        )
+        return cursor.rowcount > 0
+
+    async def purge(self, entry_id: int) -> bool:
+        return await self._write(self._purge, entry_id)
+
+    # -- figures and change detection --
+
+    def _counts(self) -> QueueCounts:
+        conn = self._conn
+        pending, pending_bytes = conn.execute(
+            "SELECT count(*), coalesce(sum(nbytes), 0) FROM pending_sync"
+        ).fetchone()
+        dead, quarantined = conn.execute(
+            "SELECT count(*) FILTER (WHERE kind = 'refused'),"
+            " count(*) FILTER (WHERE kind = 'quarantine') FROM dead_letter"
+        ).fetchone()
+        (files,) = conn.execute("SELECT count(*) FROM file_state").fetchone()
+        return QueueCounts(pending, pending_bytes, dead, quarantined, files)
+
+    async def counts(self) -> QueueCounts:
         return await self._run(self._counts)
+
+    def _external_change(self) -> bool:
+        (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        changed = version != self._data_version
+        self._data_version = version
+        return changed
+
+    async def changed_elsewhere(self) -> bool:
+        """True when another connection (the `dlq` command) committed since the last call."""
+        return await self._run(self._external_change)

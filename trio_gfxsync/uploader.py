@@ -1,52 +1,41 @@
-"""Upload stage: send batches to PostgREST and act on the answer (the executor of policy.py).
+"""Upload stage: send batches to PostgREST and carry out the error policy's decisions.
 
-Every sender passes the one `UpstreamGate`: a Retry-After, an outage or a paused upstream holds
-them all, so no request leaves earlier than the server allowed.
+`policy.decide` says what to do with an answer; `Delivery` does it. Two kinds of delivery share
+that executor and differ only in where a batch comes from and goes back to:
+
+- `LiveDelivery`: batches from the batcher. Upstream down, paused or slowing for too long ->
+  the batch is committed to the offline queue (which acknowledges its files).
+- `QueuedDelivery` (the drainer's): rows of pending_sync. Stored -> the rows are removed;
+  upstream trouble -> they simply stay queued.
+
+A record the table refuses is isolated by splitting, retried with backoff from the queue, and
+after `max_retries` refusals dead-lettered with PostgREST's code and message. Transport failures
+and rate limits never count as refusals.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import trio
 
 from .batching import Batch, split
+from .gate import CONNECTED, OFFLINE, RATE_LIMITED, REJECTED, SCHEMA_MISMATCH, UpstreamGate
 from .ledger import FileLedger
 from .logs import get_logger
-from .policy import Verdict, backoff_delay, classify, slow_down_delay
+from .policy import Action, Verdict, backoff_delay, decide, slow_down_delay
 from .postgrest import PostgrestClient, UpstreamError
 from .status import AgentStatus
+from .store import QueuedRecord
 
 log = get_logger("uploader")
 
-PAUSE_PROBE_INTERVAL = 30.0  # schema mismatch or rejected key: re-probe this often
-DOWN_BACKOFF_CAP = 10.0  # upstream down: retry at most this far apart (jittered)
-SLOW_DOWN_CAP = 60.0
-
-
-class UpstreamGate:
-    """Shared "not before" time and upstream state for every sender."""
-
-    def __init__(self, status: AgentStatus) -> None:
-        self.status = status
-        self.not_before = -math.inf
-
-    def hold(self, seconds: float) -> None:
-        self.not_before = max(self.not_before, trio.current_time() + seconds)
-
-    async def wait(self) -> None:
-        while trio.current_time() < self.not_before:  # noqa: ASYNC110 (not_before can move on)
-            await trio.sleep_until(self.not_before)
-
-    def set_state(self, state: str, reason: str | None) -> None:
-        if state != self.status.upstream or reason != self.status.upstream_reason:
-            level = log.info if state == "connected" else log.warning
-            level("upstream_state", state=state, reason=reason)
-        self.status.upstream = state
-        self.status.upstream_reason = reason
+SLOW_DOWN_CAP = 60.0  # longest self-chosen pause between 429/503 retries (Retry-After may exceed)
+REFUSAL_BACKOFF_CAP = 60.0
+SPILL_TIMEOUT = 2.0  # at shutdown: how long to commit unsent batches to the queue
 
 
 class Wakeup:
@@ -76,14 +65,212 @@ class UploadSlots:
 
 
 @dataclass
-class Uploader:
+class Delivery:
     client: PostgrestClient
     ledger: FileLedger
     gate: UpstreamGate
     status: AgentStatus
     max_retries: int
+    rate_limit_max_retries: int
     rate_limit_base_delay: float
     rng: random.Random
+    # queued batches stop at the first upstream trouble (they stay queued, the drainer probes)
+    stop_on_trouble: ClassVar[bool] = False
+
+    async def deliver(self, batch: Batch) -> None:
+        pending: deque[Batch] = deque([batch])
+        slow_tries = 0
+        try:
+            while pending:
+                current = pending[0]
+                if not self.gate.sendable:
+                    await self.upstream_unavailable(current, None)
+                    pending.popleft()
+                    if self.stop_on_trouble:
+                        return
+                    continue
+                verdict, error = await self.gate.send(lambda b=current: self._upsert(b))
+                action = decide(verdict, len(current), slow_tries, self.rate_limit_max_retries)
+                if action is not Action.RETRY:
+                    pending.popleft()
+                if action is Action.ACKNOWLEDGE:
+                    await self.stored(current)
+                    self.gate.set_state(CONNECTED)
+                    self.status.consecutive_upload_failures = 0
+                    continue
+                assert error is not None
+                self.status.consecutive_upload_failures += 1
+                self.status.last_upload_error = error.summary
+                if action is Action.SPLIT:
+                    if verdict is Verdict.SPLIT:
+                        # the batcher's invariants should make this impossible: say so loudly
+                        log.error("batch_invariant_broken", code=error.code, error=error.summary)
+                    pending.extendleft(reversed(split(current)))
+                elif action is Action.REFUSE_ONE:
+                    await self.refused(current, error)
+                elif action is Action.DEAD_LETTER:
+                    record = current.records[0]
+                    await self.ledger.dead_letter(
+                        record,
+                        [v for _, v in current.superseded],
+                        reason="payload_too_large",
+                        status=error.status,
+                        code=error.code,
+                        message=error.message,
+                        attempts=getattr(record, "attempts", 0) + 1,
+                    )
+                elif action is Action.RETRY:
+                    slow_tries += 1
+                    delay = slow_down_delay(
+                        slow_tries - 1,
+                        error.retry_after,
+                        base=self.rate_limit_base_delay,
+                        cap=SLOW_DOWN_CAP,
+                        rng=self.rng,
+                    )
+                    self.gate.set_state(RATE_LIMITED, error.summary)
+                    self.gate.hold(delay)
+                    log.warning(
+                        "upstream_slow_down",
+                        status=error.status,
+                        retry_after=error.retry_after,
+                        delay=round(delay, 3),
+                        attempt=slow_tries,
+                    )
+                else:  # QUEUE or PAUSE
+                    if action is Action.PAUSE:
+                        state = SCHEMA_MISMATCH if verdict is Verdict.SCHEMA_MISMATCH else REJECTED
+                    else:
+                        state = OFFLINE
+                    self.gate.set_state(state, error.summary)
+                    await self.upstream_unavailable(current, error)
+                    if self.stop_on_trouble:
+                        return
+        except trio.Cancelled:
+            # shutdown deadline: what is read but not acknowledged goes to the queue if it can
+            with trio.CancelScope(shield=True), trio.move_on_after(SPILL_TIMEOUT):
+                for unsent in pending:
+                    await self.spill(unsent)
+            raise
+
+    async def _upsert(self, batch: Batch) -> None:
+        await self.client.upsert_sessions(batch.body)
+
+    # -- what differs between live and queued batches --
+
+    async def stored(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    async def refused(self, batch: Batch, error: UpstreamError) -> None:
+        raise NotImplementedError
+
+    async def upstream_unavailable(self, batch: Batch, error: UpstreamError | None) -> None:
+        raise NotImplementedError
+
+    async def spill(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    def refusal_delay(self, attempts: int) -> float:
+        return backoff_delay(
+            attempts, base=self.rate_limit_base_delay, cap=REFUSAL_BACKOFF_CAP, rng=self.rng
+        )
+
+
+class LiveDelivery(Delivery):
+    async def stored(self, batch: Batch) -> None:
+        await self.ledger.acknowledge(batch.versions)
+        self.status.mark_synced([r.version.pc_id for r in batch.records])
+        log.debug("batch_stored", records=len(batch), superseded=len(batch.superseded))
+
+    async def refused(self, batch: Batch, error: UpstreamError) -> None:
+        record = batch.records[0]
+        if self.max_retries < 1:
+            await self._dead_letter_refused(record, batch, error, 1)
+            return
+        log.warning(
+            "record_refused",
+            pc_id=record.version.pc_id,
+            path=record.version.rel_path,
+            session_id=str(record.session_id),
+            status=error.status,
+            code=error.code,
+            error=error.message,
+            attempts=1,
+        )
+        await self.ledger.enqueue(
+            batch, error=error.summary, attempts={record.key: 1}, delay=self.refusal_delay(1)
+        )
+
+    async def _dead_letter_refused(
+        self, record: Any, batch: Batch, error: UpstreamError, attempts: int
+    ) -> None:
+        await self.ledger.dead_letter(
+            record,
+            [v for _, v in batch.superseded],
+            reason="refused",
+            status=error.status,
+            code=error.code,
+            message=error.message,
+            attempts=attempts,
+        )
+
+    async def upstream_unavailable(self, batch: Batch, error: UpstreamError | None) -> None:
+        await self.ledger.enqueue(batch, error=error.summary if error else self.gate.state)
+        log.info("batch_queued", records=len(batch), upstream=self.gate.state)
+
+    async def spill(self, batch: Batch) -> None:
+        await self.ledger.enqueue(batch, error="shutdown")
+
+
+class QueuedDelivery(Delivery):
+    stop_on_trouble: ClassVar[bool] = True
+
+    async def stored(self, batch: Batch) -> None:
+        records: list[QueuedRecord] = list(batch.records)  # type: ignore[arg-type]
+        await self.ledger.store.remove_queued(records)
+        self.ledger.made_room()
+        self.status.mark_synced([r.version.pc_id for r in records])
+        log.info("queue_drained", records=len(records))
+
+    async def refused(self, batch: Batch, error: UpstreamError) -> None:
+        record: QueuedRecord = batch.records[0]  # type: ignore[assignment]
+        attempts = record.attempts + 1
+        if attempts > self.max_retries:
+            await self.ledger.dead_letter(
+                record,
+                (),
+                reason="refused",
+                status=error.status,
+                code=error.code,
+                message=error.message,
+                attempts=attempts,
+            )
+            self.ledger.made_room()
+            return
+        log.warning(
+            "record_refused",
+            pc_id=record.version.pc_id,
+            path=record.version.rel_path,
+            session_id=str(record.session_id),
+            status=error.status,
+            code=error.code,
+            error=error.message,
+            attempts=attempts,
+        )
+        await self.ledger.store.retry_later(
+            record, attempts, self.refusal_delay(attempts), error.summary
+        )
+
+    async def upstream_unavailable(self, batch: Batch, error: UpstreamError | None) -> None:
+        return None  # the rows stay queued
+
+    async def spill(self, batch: Batch) -> None:
+        return None  # already durable
+
+
+@dataclass
+class Uploader:
+    delivery: LiveDelivery
 
     async def run(
         self,
@@ -102,82 +289,4 @@ class Uploader:
                     return
                 finally:
                     slots.set_free(-1)
-                await self.deliver(batch)
-
-    async def deliver(self, batch: Batch) -> None:
-        """Send until every record is stored or given up on; transport failures retry forever
-        (the files stay unacknowledged, so a restart would send them again)."""
-        pending: deque[Batch] = deque([batch])
-        failures = 0
-        refusals: dict[tuple[str, int], int] = {}
-        while pending:
-            current = pending.popleft()
-            await self.gate.wait()
-            try:
-                await self.client.upsert_sessions(current.body)
-            except UpstreamError as exc:
-                error = exc
-                verdict = classify(exc.status, exc.code)
-            else:
-                error = None
-                verdict = Verdict.STORED
-            if verdict is Verdict.STORED:
-                failures = 0
-                await self._stored(current)
-                continue
-            assert error is not None
-            self.status.consecutive_upload_failures += 1
-            failures += 1
-            if verdict in (Verdict.SPLIT, Verdict.TOO_LARGE, Verdict.REFUSED) and len(current) > 1:
-                if verdict is Verdict.SPLIT:
-                    log.error("batch_invariant_broken", code=error.code, error=error.summary)
-                pending.extendleft(reversed(split(current)))
-            elif verdict in (Verdict.SPLIT, Verdict.TOO_LARGE, Verdict.REFUSED):
-                record = current.records[0]
-                tries = refusals[record.key] = refusals.get(record.key, 0) + 1
-                if verdict is Verdict.TOO_LARGE or tries > self.max_retries:
-                    log.error(
-                        "record_refused",
-                        pc_id=record.version.pc_id,
-                        path=record.version.rel_path,
-                        session_id=str(record.session_id),
-                        code=error.code,
-                        status=error.status,
-                        error=error.summary,
-                        attempts=tries,
-                    )
-                    continue
-                await trio.sleep(
-                    backoff_delay(tries, base=self.rate_limit_base_delay, cap=30, rng=self.rng)
-                )
-                pending.appendleft(current)
-            elif verdict is Verdict.SLOW_DOWN:
-                delay = slow_down_delay(
-                    failures,
-                    error.retry_after,
-                    base=self.rate_limit_base_delay,
-                    cap=SLOW_DOWN_CAP,
-                    rng=self.rng,
-                )
-                log.warning("upstream_slow_down", status=error.status, delay=round(delay, 3))
-                self.gate.hold(delay)
-                pending.appendleft(current)
-            elif verdict is Verdict.DOWN:
-                self.gate.set_state("offline", error.summary)
-                self.gate.hold(
-                    backoff_delay(failures, base=0.5, cap=DOWN_BACKOFF_CAP, rng=self.rng)
-                )
-                pending.appendleft(current)
-            else:  # SCHEMA_MISMATCH or REJECTED: nothing will pass until an operator acts
-                state = "schema_mismatch" if verdict is Verdict.SCHEMA_MISMATCH else "rejected"
-                self.gate.set_state(state, error.summary)
-                self.gate.hold(PAUSE_PROBE_INTERVAL)
-                pending.appendleft(current)
-
-    async def _stored(self, batch: Batch) -> None:
-        await self.ledger.acknowledge(batch.versions)
-        self.status.consecutive_upload_failures = 0
-        self.status.batches_uploaded += 1
-        self.status.mark_synced([r.version.pc_id for r in batch.records])
-        self.gate.set_state("connected", None)
-        log.debug("batch_stored", records=len(batch), superseded=len(batch.superseded))
+                await self.delivery.deliver(batch)
