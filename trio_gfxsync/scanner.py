@@ -111,7 +111,8 @@ class FileTracker:
                 )
             )
         gone = [rel for rel in self.acked if rel not in snapshot]
-        for rel in [*gone, *(r for r in self.reported if r not in snapshot)]:
+        vanished = [r for r in (*self.reported, *self.needs_settle) if r not in snapshot]
+        for rel in [*gone, *vanished]:
             self.acked.pop(rel, None)
             self.reported.pop(rel, None)
             self.needs_settle.discard(rel)
