@@ -437,6 +437,22 @@
     $("throughput").replaceChildren(chart);
   }
 
+  // A path whose lines may break after each "/" (a <wbr> carries no text, so textContent is
+  // still exactly the path).
+  function pathText(path) {
+    if (typeof path !== "string" || path === "") return ["—"];
+    const nodes = [];
+    path.split("/").forEach((part, i, parts) => {
+      nodes.push(i < parts.length - 1 ? `${part}/` : part);
+      if (i < parts.length - 1) nodes.push(document.createElement("wbr"));
+    });
+    return nodes;
+  }
+
+  function pathCell(testid, path) {
+    return el("td", { "data-testid": testid, class: "mono path", title: path }, ...pathText(path));
+  }
+
   function cell(testid, value, cls, title) {
     return el("td", { "data-testid": testid, class: cls, title, text: value === null || value === undefined ? "—" : value });
   }
@@ -463,7 +479,7 @@
           ),
           cell("event-pc", ev.pc_id, "nowrap"),
           cell("event-session-id", sessionIdText(ev.session_id), "mono nowrap"),
-          cell("event-path", ev.path, "mono path", ev.path),
+          pathCell("event-path", ev.path),
           cell("event-message", ev.message, "message"),
         );
       }),
@@ -491,17 +507,16 @@
           "tr",
           { "data-testid": "quarantine-row", "data-kind": q.kind, "data-id": q.id },
           cell("quarantine-pc", q.pc_id, "nowrap"),
-          cell("quarantine-path", q.path, "mono path", q.path),
+          pathCell("quarantine-path", q.path),
           cell("quarantine-session-id", sessionIdText(q.session_id), "mono nowrap"),
           el(
             "td",
-            { "data-testid": "quarantine-reason" },
+            { "data-testid": "quarantine-reason", class: "reason" },
             el("span", {
               class: "pill pill-small",
               "data-tone": q.kind === "refused" ? "bad" : "warn",
               text: q.kind === "refused" ? "dead letter" : "quarantine",
             }),
-            " ",
             el("span", { class: "mono", text: q.reason }),
           ),
           cell("quarantine-message", q.message, "message"),
@@ -530,7 +545,11 @@
       $("auth-detail"),
       show && token !== null ? "the token in this address was not accepted" : show ? "this dashboard is protected by GFX_SYNC_DASHBOARD_TOKEN" : "",
     );
-    if (show) setConnection("unauthorized");
+    if (show) {
+      setConnection("unauthorized");
+      const badge = $("overall-status");
+      if (badge.getAttribute("data-status") === "unknown") setText(badge, "no data");
+    }
   }
 
   // If the server ever sends a session id as a bare number, keep its digits from the source text

@@ -1,0 +1,226 @@
+"""The dashboard's static page in a real headless Chromium, against the canned server.
+
+Debian's `/usr/bin/chromium` driven by Playwright with `executable_path` (no browser download).
+The agent is not involved: `tests/dashboard_fixture.py` serves the files and a canned status, so
+these tests pin the page's own behaviour (rendering, exact 18-digit ids, live updates, reconnect,
+token). The end-to-end dashboard test against a running agent lives with the HTTP server.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dashboard_fixture import CannedServer, sample_status, start_canned_server
+
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the environment
+    sync_playwright = None
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+BIG_ID = "999999999999999999"  # above 2^53: a JS Number would print 1000000000000000000
+REAL_ID = "638966318331324926"
+LIVE_MS = 2000  # the dashboard's promise: a change is on screen within 2 s
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if sync_playwright is None:
+        pytest.fail(
+            "Python playwright is missing: run `.venv/bin/pip install playwright` "
+            "(never `playwright install`; the tests use Debian's chromium)",
+            pytrace=False,
+        )
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `apt-get install -y chromium`", pytrace=False
+        )
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def status() -> dict[str, Any]:
+    return sample_status()
+
+
+@pytest.fixture
+def server(status: dict[str, Any]) -> Iterator[CannedServer]:
+    with start_canned_server(status) as srv:
+        yield srv
+
+
+def open_live(page: Page, url: str) -> None:
+    page.goto(url)
+    expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+
+
+def test_shows_every_pc_and_exact_session_ids(
+    page: Page, server: CannedServer, status: dict[str, Any]
+) -> None:
+    open_live(page, server.url + "/")
+
+    cards = page.get_by_test_id("pc-card")
+    expect(cards).to_have_count(3)
+    assert [cards.nth(i).get_attribute("data-pc-id") for i in range(3)] == [
+        "PC01",
+        "PC02",
+        "table GG",
+    ]
+    for pc in status["pcs"]:
+        card = page.locator(f'[data-testid="pc-card"][data-pc-id="{pc["id"]}"]')
+        expect(card.get_by_test_id("pc-state")).to_have_text(pc["state"])
+        expect(card.get_by_test_id("pc-files")).to_have_text(str(pc["files_tracked"]))
+        expect(card.get_by_test_id("pc-sessions")).to_have_text(str(pc["sessions_synced"]))
+        expected_sync = re.compile(r"\d+ (s|min) ago|just now") if pc["last_sync"] else "never"
+        expect(card.get_by_test_id("pc-last-sync")).to_have_text(expected_sync)
+    gg = page.locator('[data-testid="pc-card"][data-pc-id="table GG"]')
+    expect(gg.get_by_test_id("pc-last-error")).to_have_text("quarantined: invalid_json")
+
+    expect(page.get_by_test_id("overall-status")).to_have_text("degraded")
+    expect(page.get_by_test_id("upstream-state")).to_have_attribute("data-state", "offline")
+    expect(page.get_by_test_id("upstream-state")).to_have_text("offline · queueing")
+    expect(page.get_by_test_id("last-sync")).to_have_text(re.compile(r"^\d+ s ago$"))
+    expect(page.get_by_test_id("pending-count")).to_have_text("0")
+    expect(page.get_by_test_id("dead-letter-count")).to_have_text("1")
+    expect(page.get_by_test_id("quarantined-count")).to_have_text("1")
+    expect(page.get_by_test_id("alert")).to_have_count(2)
+
+    # 18-digit ids: shown exactly, never rounded through a JavaScript number.
+    event_ids = page.get_by_test_id("event-session-id").all_text_contents()
+    assert REAL_ID in event_ids
+    assert BIG_ID in event_ids
+    expect(page.get_by_test_id("event-row")).to_have_count(len(status["events"]))
+    rows = page.get_by_test_id("quarantine-row")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(1).get_by_test_id("quarantine-session-id")).to_have_text(BIG_ID)
+    assert "1000000000000000000" not in page.locator("body").inner_text()
+
+    # A file name is text, never markup.
+    expect(rows.nth(0).get_by_test_id("quarantine-path")).to_have_text(
+        "/nas/table GG/<b>broken</b>.json"
+    )
+    assert page.locator("#quarantine-body b, #events-body b").count() == 0
+
+    chart = page.get_by_test_id("throughput-chart")
+    total = sum(point["sessions"] for point in status["throughput"])
+    expect(chart).to_have_attribute("data-total", str(total))
+    expect(chart.locator("rect.bar")).to_have_count(60)
+    expect(page.get_by_test_id("throughput-max")).to_have_text(
+        str(max(point["sessions"] for point in status["throughput"]))
+    )
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-canned.png"), full_page=True)
+
+
+def test_shows_a_change_within_two_seconds(page: Page, server: CannedServer) -> None:
+    open_live(page, server.url + "/")
+    expect(page.get_by_test_id("pending-count")).to_have_text("0")
+
+    started = time.monotonic()
+    with server.mutate() as status:
+        status["queue"].update(pending=12, pending_bytes=3 * 1024 * 1024, full=True)
+        pc = status["pcs"][1]
+        pc.update(state="error", reason="watch path missing: /nas/PC02")
+        status["events"].insert(
+            0,
+            {
+                "ts": status["now"],
+                "kind": "error",
+                "pc_id": "PC02",
+                "path": "/nas/PC02",
+                "session_id": None,
+                "message": "watch path missing",
+            },
+        )
+        status["status"] = "unhealthy"
+    card = page.locator('[data-testid="pc-card"][data-pc-id="PC02"]')
+    expect(page.get_by_test_id("pending-count")).to_have_text("12", timeout=LIVE_MS)
+    expect(card.get_by_test_id("pc-state")).to_have_text("error", timeout=LIVE_MS)
+    expect(card.get_by_test_id("pc-reason")).to_have_text(
+        "watch path missing: /nas/PC02", timeout=LIVE_MS
+    )
+    expect(page.get_by_test_id("overall-status")).to_have_text("unhealthy", timeout=LIVE_MS)
+    expect(page.get_by_test_id("queue-full")).to_be_visible(timeout=LIVE_MS)
+    expect(page.get_by_test_id("pending-bytes")).to_have_text("3.00 MB", timeout=LIVE_MS)
+    expect(page.get_by_test_id("event-row").first).to_have_attribute("data-kind", "error")
+    assert time.monotonic() - started < LIVE_MS / 1000
+
+
+def test_reconnects_after_the_stream_is_refused(page: Page, server: CannedServer) -> None:
+    open_live(page, server.url + "/")
+
+    # A 503 makes the browser close its EventSource for good: the page must start a new one.
+    server.refuse_streams = True
+    server.drop_streams()
+    expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "reconnecting")
+    expect(page.get_by_test_id("connection")).to_have_text("reconnecting…")
+
+    with server.mutate() as status:
+        status["queue"]["dead_letters"] = 5
+    server.refuse_streams = False
+    expect(page.get_by_test_id("connection")).to_have_attribute(
+        "data-state", "live", timeout=8000
+    )
+    expect(page.get_by_test_id("dead-letter-count")).to_have_text("5", timeout=LIVE_MS)
+
+
+def test_token_required_message_and_token_in_every_request(
+    page: Page, status: dict[str, Any]
+) -> None:
+    with start_canned_server(status, token="abc") as server:
+        page.goto(server.url + "/")
+        banner = page.get_by_test_id("auth-required")
+        expect(banner).to_be_visible()
+        expect(banner).to_contain_text("dashboard token required: open /?token=…")
+        expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "unauthorized")
+
+        page.goto(server.url + "/?token=abc")
+        expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+        expect(page.get_by_test_id("auth-required")).to_be_hidden()
+        expect(page.get_by_test_id("pc-card")).to_have_count(3)
+        with server.mutate() as st:
+            st["queue"]["pending"] = 7
+        expect(page.get_by_test_id("pending-count")).to_have_text("7", timeout=LIVE_MS)
+
+        api_after_token = [
+            path for path in server.requests[server.requests.index("/?token=abc") :]
+            if path.startswith("/api/")
+        ]
+        assert {p.split("?")[0] for p in api_after_token} == {"/api/status", "/api/events"}
+        assert all("token=abc" in p for p in api_after_token), api_after_token
