@@ -101,9 +101,11 @@ class CannedServer:
     def _wait_for_change(self, generation: int, dropped: int) -> tuple[int, int]:
         with self._changed:
             self._changed.wait_for(
-                lambda: self._generation != generation
-                or self._dropped != dropped
-                or self._closing.is_set(),
+                lambda: (
+                    self._generation != generation
+                    or self._dropped != dropped
+                    or self._closing.is_set()
+                ),
                 timeout=self.interval,
             )
             return self._generation, self._dropped
@@ -126,7 +128,7 @@ def _handler_for(server: CannedServer) -> type[BaseHTTPRequestHandler]:
         # without chunked encoding.
         protocol_version = "HTTP/1.0"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # keep the test output clean
 
         def do_GET(self) -> None:
@@ -265,15 +267,35 @@ def sample_status(now: datetime | None = None) -> dict[str, Any]:
         }
         for i, (kind, pc_id, path, session_id, message) in enumerate(
             [
-                ("synced", "PC01", "/nas/PC01/638966318331324926.json", "638966318331324926",
-                 "upserted (27 hands)"),
-                ("queued", "PC02", "/nas/PC02/999999999999999999.json", "999999999999999999",
-                 "offline queue: supabase unreachable"),
+                (
+                    "synced",
+                    "PC01",
+                    "/nas/PC01/638966318331324926.json",
+                    "638966318331324926",
+                    "upserted (27 hands)",
+                ),
+                (
+                    "queued",
+                    "PC02",
+                    "/nas/PC02/999999999999999999.json",
+                    "999999999999999999",
+                    "offline queue: supabase unreachable",
+                ),
                 ("upstream", None, None, None, "supabase offline: ConnectError"),
-                ("quarantined", "table GG", "/nas/table GG/<b>broken</b>.json", None,
-                 "invalid JSON at line 1 column 2"),
-                ("modified", "PC01", "/nas/PC01/638966318331324926.json", "638966318331324926",
-                 "file changed"),
+                (
+                    "quarantined",
+                    "table GG",
+                    "/nas/table GG/<b>broken</b>.json",
+                    None,
+                    "invalid JSON at line 1 column 2",
+                ),
+                (
+                    "modified",
+                    "PC01",
+                    "/nas/PC01/638966318331324926.json",
+                    "638966318331324926",
+                    "file changed",
+                ),
                 ("created", "PC01", "/nas/PC01/638966318331324926.json", None, "new file"),
                 ("alert", None, None, None, "offline_pending started (12 >= 10)"),
                 ("registry", None, None, None, "registry loaded: 3 PCs"),

@@ -48,9 +48,7 @@ def browser() -> Iterator[Browser]:
             pytrace=False,
         )
     if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: run `apt-get install -y chromium`", pytrace=False
-        )
+        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install -y chromium`", pytrace=False)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -194,9 +192,7 @@ def test_reconnects_after_the_stream_is_refused(page: Page, server: CannedServer
     with server.mutate() as status:
         status["queue"]["dead_letters"] = 5
     server.refuse_streams = False
-    expect(page.get_by_test_id("connection")).to_have_attribute(
-        "data-state", "live", timeout=8000
-    )
+    expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live", timeout=8000)
     expect(page.get_by_test_id("dead-letter-count")).to_have_text("5", timeout=LIVE_MS)
 
 
@@ -219,7 +215,8 @@ def test_token_required_message_and_token_in_every_request(
         expect(page.get_by_test_id("pending-count")).to_have_text("7", timeout=LIVE_MS)
 
         api_after_token = [
-            path for path in server.requests[server.requests.index("/?token=abc") :]
+            path
+            for path in server.requests[server.requests.index("/?token=abc") :]
             if path.startswith("/api/")
         ]
         assert {p.split("?")[0] for p in api_after_token} == {"/api/status", "/api/events"}

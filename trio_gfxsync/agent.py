@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -30,6 +31,7 @@ from .drainer import Drainer
 from .gate import UpstreamGate
 from .ledger import FileLedger
 from .logs import get_logger
+from .monitor import Monitor
 from .pipeline import Batcher, Reader
 from .pokergfx import SessionRecord
 from .postgrest import PostgrestClient
@@ -38,8 +40,10 @@ from .scanner import FileChange
 from .settings import Settings
 from .status import AgentStatus
 from .store import Store
+from .sync_events import SyncEventReporter
 from .uploader import LiveDelivery, QueuedDelivery, Uploader, UploadSlots
 from .watcher import RegistryWatcher
+from .web.server import run_http
 
 log = get_logger("agent")
 
@@ -48,6 +52,7 @@ UPLOAD_WORKERS = 1  # one request in flight (the gate's slot): batches grow whil
 CHANGE_BUFFER = 8  # small, so a live change never queues behind many backfill files
 RECORD_BUFFER = 32
 CLOSE_TIMEOUT = 2.0
+CRASH_GRACE = 1.5  # /health answers 503 with the reason this long before the process exits
 
 
 class Shutdown:
@@ -90,27 +95,59 @@ async def watch_signals(
                 shutdown.force()
 
 
+async def _within(scope: trio.CancelScope, task: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await task()
+
+
 class Agent:
-    def __init__(self, settings: Settings, *, client: PostgrestClient | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, client: PostgrestClient | None = None, once: bool = False
+    ) -> None:
+        self.once = once  # `scan`: one backfill, then a graceful end
         self.settings = settings
         self.status = AgentStatus()
         self.shutdown = Shutdown(settings)
         self._client = client
+        self.http_urls: list[str] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
         store = await Store.open(settings.queue_db_path)
+        self.status.store = store
+        if store.recovered:
+            self.status.activity.add("error", f"queue database recreated: {store.recovered}")
         client = self._client or PostgrestClient(settings)
+        http_stop = trio.Event()
         try:
             async with trio.open_nursery() as root:
                 await root.start(watch_signals, self.shutdown, self.status)
-                await self._run_core(store, client, task_status)
+                if not self.once:  # a one-shot scan must not take the running agent's port
+                    await root.start(Monitor(settings, self.status, store).run)
+                    self.http_urls = await root.start(run_http, settings, self.status, http_stop)
+                try:
+                    await self._run_core(store, client, task_status)
+                except Exception as exc:
+                    await self._report_failure(exc)
+                    raise
+                finally:
+                    http_stop.set()
                 root.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
                 await client.aclose()
                 await store.close()
         log.info("agent_stopped", graceful=self.shutdown.requested)
+
+    async def _report_failure(self, exc: Exception) -> None:
+        """A core stage died: say so on /health for a moment, then let `run` exit 1."""
+        leaf: BaseException = exc
+        while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+            leaf = leaf.exceptions[0]
+        self.status.failure = f"{type(leaf).__name__}: {leaf}"
+        log.error("core_stage_died", exc_info=exc, error=self.status.failure)
+        with trio.CancelScope(shield=True):
+            await trio.sleep(CRASH_GRACE)
 
     async def _run_core(
         self, store: Store, client: PostgrestClient, task_status: trio.TaskStatus[None]
@@ -172,10 +209,14 @@ class Agent:
             status,
             roots,
             discovery_excludes(settings.registry_path.as_posix(), settings.error_folder.name),
+            once=self.once,
         )
+        reporter = SyncEventReporter(client, gate, status, status.sync_events)
         with self.shutdown.drain:
             async with trio.open_nursery() as core:
                 await core.start(drainer.run)
+                reporter_scope = trio.CancelScope()
+                core.start_soon(_within, reporter_scope, reporter.run)
                 async with trio.open_nursery() as pipeline:
                     async with batch_recv:
                         for _ in range(UPLOAD_WORKERS):
@@ -198,5 +239,7 @@ class Agent:
                                     pending=status.queue_counts.pending,
                                 )
                                 task_status.started()
-                # the pipeline has drained (shutdown): the queue is durable, stop the drainer
+                # the pipeline has drained (shutdown): the queue is durable, stop the drainer;
+                # sync_events are best-effort and end here
+                reporter_scope.cancel()
                 drainer.stop()

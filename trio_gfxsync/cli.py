@@ -1,4 +1,4 @@
-"""Command line: `trio-gfxsync run | check | schema`.
+"""Command line: `trio-gfxsync run | check | schema | dlq | healthcheck | status | scan`.
 
 Exit codes (DESIGN 3.1): 0 done, 1 failure or crash, 2 invalid configuration (a message naming
 the variable, never a traceback; never the value, which may be a key).
@@ -70,6 +70,41 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return trio.run(run_dlq, settings, args)
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    from .localhttp import healthcheck
+
+    return healthcheck()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import httpx
+
+    from .localhttp import fetch_status, format_status
+
+    settings = _settings_or_exit()
+    token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
+    try:
+        document = fetch_status(settings.health_host, settings.health_port, token)
+    except httpx.HTTPError as exc:
+        print(f"the agent did not answer on port {settings.health_port}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(format_status(document))
+    return EXIT_OK
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .scan import run_scan
+
+    settings = _settings_or_exit()
+    setup_logging("WARNING" if sys.stdout.isatty() else settings.log_level, settings.log_format)
+    return trio.run(run_scan, settings)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     sys.stdout.write(migration_sql())
     return EXIT_OK
@@ -80,6 +115,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "check": (cmd_check, "check configuration, NAS folders, registry and Supabase; one line each"),
     "schema": (cmd_schema, "print the migration SQL (paste it into Supabase's SQL editor)"),
     "dlq": (cmd_dlq, "list, show, replay or purge dead letters and quarantined files"),
+    "healthcheck": (cmd_healthcheck, "exit 0 when the local /health answers 200 (Docker runs it)"),
+    "status": (cmd_status, "the running agent's live status as a table"),
+    "scan": (cmd_scan, "one-shot backfill of every PC folder, with progress, then exit"),
 }
 
 
@@ -95,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         if name == "dlq":
             _dlq_arguments(command)
+        if name == "status":
+            command.add_argument("--json", action="store_true", help="the raw /api/status JSON")
     return parser
 
 

@@ -48,6 +48,11 @@ class UpstreamGate:
         """Fires at the next state change (then a fresh event takes its place)."""
         return self._changed
 
+    @property
+    def busy(self) -> bool:
+        """A request is in flight (or waiting for not_before)."""
+        return self._slot.locked()
+
     def hold(self, seconds: float) -> None:
         self.not_before = max(self.not_before, trio.current_time() + seconds)
 
@@ -61,6 +66,7 @@ class UpstreamGate:
             log.warning("upstream_state", state=state, previous=previous, reason=reason)
         self.status.upstream = state
         self.status.upstream_reason = reason
+        self.status.activity.add("upstream", f"{state}: {reason}" if reason else state)
         self._changed.set()
         self._changed = trio.Event()
 

@@ -137,6 +137,20 @@ class FileLedger:
         self._tell_scanners([record.version])
         if superseded:
             await self.acknowledge(superseded)
+        self.status.activity.add(
+            "error",
+            f"dead letter {reason}: {message}",
+            pc_id=record.version.pc_id,
+            path=record.version.rel_path,
+            session_id=record.session_id,
+        )
+        self.status.pc_error(record.version.pc_id, f"dead letter: {reason}")
+        self.status.sync_events.note(
+            record.version.pc_id,
+            "error",
+            record.version.rel_path,
+            f"dead letter {reason}: {message}",
+        )
         log.error(
             "record_dead_lettered",
             pc_id=record.version.pc_id,

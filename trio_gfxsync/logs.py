@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -68,14 +69,49 @@ class ConsoleFormatter(logging.Formatter):
         return scrub(f"{head} {rest}".rstrip() + (f"\n{trace}" if trace else ""))
 
 
+class RepeatSummary(logging.Filter):
+    """The same warning or error every poll is logged once, then summarised.
+
+    Within `window` seconds a repeat of (event, ids, error) is counted, not printed; the first
+    repeat after the window is printed with `repeated` = how many were held back.
+    """
+
+    KEY_FIELDS = ("pc_id", "path", "session_id", "error", "reason", "status", "code")
+
+    def __init__(self, window: float = 60.0, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.window = window
+        self.clock = clock
+        self._seen: dict[tuple[object, ...], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = getattr(record, "gfx_fields", None)
+        if record.levelno < logging.WARNING or fields is None:
+            return True
+        key = (record.name, record.msg, *(str(fields.get(k)) for k in self.KEY_FIELDS))
+        now = self.clock()
+        first, held = self._seen.get(key, (None, 0))
+        if first is not None and now - first < self.window:
+            self._seen[key] = (first, held + 1)
+            return False
+        if held:
+            record.gfx_fields = {**fields, "repeated": held}
+        if len(self._seen) > 10_000:  # bounded: forget the oldest half
+            for old in sorted(self._seen, key=lambda k: self._seen[k][0])[:5_000]:
+                del self._seen[old]
+        self._seen[key] = (now, 0)
+        return True
+
+
 def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler.addFilter(RepeatSummary())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # httpx logs every request at INFO: too chatty for a service doing one request a second
-    for noisy in ("httpx", "httpcore", "hpack"):
+    for noisy in ("httpx", "httpcore", "hpack", "hypercorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

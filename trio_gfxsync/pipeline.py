@@ -124,6 +124,14 @@ class Reader:
                     # touched, not changed: same bytes as acknowledged, nothing to send
                     await self.ledger.acknowledge([record.version])
                     return None
+                self.status.sync_events.note(change.pc_id, change.kind, change.rel_path)
+                self.status.activity.add(
+                    change.kind,
+                    f"{record.hand_count} hands",
+                    pc_id=change.pc_id,
+                    path=change.rel_path,
+                    session_id=record.session_id,
+                )
                 log.info(
                     "file_" + change.kind,
                     **fields,
@@ -142,7 +150,9 @@ class Reader:
                 # not a bad file but a bad read (permissions, I/O): logged once per version,
                 # looked at again when the file changes or the agent restarts
                 log.error("file_unreadable", **fields, error=str(error))
-                tracker.reported[change.rel_path] = stat
+                tracker.give_up(change.rel_path, stat)
+                self.status.activity.add("error", str(error), **fields)
+                self.status.pc_error(change.pc_id, str(error))
             case Unreadable(ParseError() as error, stat, sha256):
                 await self.quarantine(change, error, stat, sha256)
         return None
@@ -167,6 +177,16 @@ class Reader:
                 error.message,
                 abandon_on_cancel=True,
             )
+        self.status.activity.add(
+            "quarantined",
+            f"{error.reason}: {error.message}",
+            pc_id=change.pc_id,
+            path=change.rel_path,
+        )
+        self.status.pc_error(change.pc_id, f"{change.rel_path}: {error.reason}")
+        self.status.sync_events.note(
+            change.pc_id, "error", change.rel_path, f"quarantined {error.reason}: {error.message}"
+        )
         log.error(
             "file_quarantined",
             pc_id=change.pc_id,

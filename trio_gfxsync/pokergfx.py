@@ -91,6 +91,7 @@ class FileVersion:
     size: int
     mtime_ns: int
     sha256: str
+    session_id: int | None = None  # None when the file never became a record (quarantine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +284,7 @@ def parse_session(
         size=len(data),
         mtime_ns=mtime_ns,
         sha256=hashlib.sha256(data).hexdigest(),
+        session_id=session_id,
     )
     fields = {
         "table_type": table_type if isinstance(table_type, str) and table_type else "UNKNOWN",

@@ -138,6 +138,11 @@ class PostgrestClient:
             raise error_from_response(response)
         return UpsertResult(response.status_code, response.elapsed.total_seconds())
 
+    async def insert_sync_events(self, body: bytes) -> None:
+        response = await self._post("/sync_events", body, {}, "return=minimal")
+        if not response.is_success:
+            raise error_from_response(response)
+
     async def probe(self) -> None:
         """A write that writes nothing: an empty upsert still checks the key, the INSERT grant,
         every column and the conflict key, because PostgreSQL plans the statement."""

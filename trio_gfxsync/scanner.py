@@ -85,6 +85,7 @@ class FileTracker:
     reported: dict[str, Stat] = field(default_factory=dict)
     needs_settle: set[str] = field(default_factory=set)
     previous: Snapshot = field(default_factory=dict)
+    blocked: set[str] = field(default_factory=set)  # unreadable until the file changes
 
     def diff(self, snapshot: Snapshot) -> tuple[list[FileChange], list[str]]:
         """Changes to report for this poll, and acknowledged files that have disappeared."""
@@ -99,6 +100,7 @@ class FileTracker:
             if rel in self.needs_settle and not settled:
                 continue
             self.needs_settle.discard(rel)
+            self.blocked.discard(rel)
             self.reported[rel] = stat
             changes.append(
                 FileChange(
@@ -116,6 +118,7 @@ class FileTracker:
             self.acked.pop(rel, None)
             self.reported.pop(rel, None)
             self.needs_settle.discard(rel)
+            self.blocked.discard(rel)
         self.previous = snapshot
         return changes, gone
 
@@ -129,6 +132,21 @@ class FileTracker:
         if self.reported.get(rel) == stat:
             del self.reported[rel]
         self.needs_settle.add(rel)
+
+    def give_up(self, rel: str, stat: Stat) -> None:
+        """Unreadable (permissions, I/O): look again only when the file changes."""
+        self.reported[rel] = stat
+        self.blocked.add(rel)
+
+    def caught_up(self) -> bool:
+        """Every file seen is acknowledged, or blocked until it changes (for one-shot scans)."""
+        if self.needs_settle:
+            return False
+        for rel, stat in self.reported.items():
+            acked = self.acked.get(rel)
+            if rel not in self.blocked and (acked is None or (acked.size, acked.mtime_ns) != stat):
+                return False
+        return True
 
     def release(self, rel: str, stat: Stat) -> None:
         """Forget a report so that the next poll looks at the file afresh."""
@@ -149,6 +167,7 @@ class ScanStats:
     backlog: int = 0
     last_scan_seconds: float = 0.0
     last_scan_at: float | None = None
+    observe: Callable[[float], None] | None = None  # e.g. a histogram's observe
 
 
 async def run_scanner(
@@ -161,9 +180,11 @@ async def run_scanner(
     skip: frozenset[Path] = frozenset(),
     stats: ScanStats | None = None,
     on_gone: Callable[[str, list[str]], Awaitable[None]] | None = None,
+    once: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Poll `root` forever. Raises OSError when the folder cannot be read (the caller retries).
+    """Poll `root` forever (with `once`: until every file is acknowledged, for `scan`).
+    Raises OSError when the folder cannot be read (the caller retries).
 
     `changes` is not closed here: the supervising task owns it across restarts of the scanner.
     """
@@ -184,6 +205,8 @@ async def run_scanner(
         stats.files = len(snapshot)
         stats.last_scan_seconds = trio.current_time() - started
         stats.last_scan_at = trio.current_time()
+        if stats.observe is not None:
+            stats.observe(stats.last_scan_seconds)
         if first:
             for change in newest_first(found):
                 backlog[change.rel_path] = replace(change, live=False)
@@ -195,6 +218,8 @@ async def run_scanner(
                 backlog.pop(change.rel_path, None)  # the live version supersedes the queued one
                 await changes.send(change)
         stats.backlog = len(backlog)
+        if once and not backlog and tracker.caught_up():
+            return
         with trio.move_on_at(next_poll):
             while backlog:
                 rel, change = next(iter(backlog.items()))

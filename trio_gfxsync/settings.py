@@ -65,6 +65,21 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     dashboard_token: SecretStr | None = None
+    # -- alert thresholds (DESIGN 3.5, the spec's monitoring table) --
+    alert_disk_percent: float = Field(80.0, gt=0, le=100)
+    alert_memory_mb: float = Field(512.0, gt=0)
+    alert_batch_pending: int = Field(500, ge=1)
+    alert_offline_pending: int = Field(5000, ge=1)
+    alert_retried_records: int = Field(10, ge=1)
+    alert_retry_attempts: int = Field(5, ge=1)
+    alert_upload_failures: int = Field(5, ge=1)
+    alert_dead_letters: int = Field(1, ge=1)
+
+    @field_validator("dashboard_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        # `GFX_SYNC_DASHBOARD_TOKEN=` in a .env means "no token", not "the empty token"
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -90,6 +90,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
+MIGRATIONS += (
+    # 3: the session each acknowledged file holds, for "sessions synced" per PC
+    """
+    ALTER TABLE file_state ADD COLUMN session_id INTEGER;
+    CREATE INDEX file_state_session ON file_state (pc_id, session_id);
+    """,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 CORRUPT_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 FULL_ERRORS = frozenset({"SQLITE_FULL", "SQLITE_IOERR"})
@@ -232,8 +239,12 @@ def compress(row: bytes) -> bytes:
     return zlib.compress(row, 1)
 
 
-def _version(pc_id: str, rel: str, size: int, mtime: int, sha: str) -> FileVersion:
-    return FileVersion(pc_id=pc_id, rel_path=rel, size=size, mtime_ns=mtime, sha256=sha)
+def _version(
+    pc_id: str, rel: str, size: int, mtime: int, sha: str, session_id: int | None = None
+) -> FileVersion:
+    return FileVersion(
+        pc_id=pc_id, rel_path=rel, size=size, mtime_ns=mtime, sha256=sha, session_id=session_id
+    )
 
 
 class Store:
@@ -310,13 +321,16 @@ class Store:
     def _ack_rows(conn: sqlite3.Connection, versions: Sequence[FileVersion], now: float) -> None:
         conn.executemany(
             """
-            INSERT INTO file_state (pc_id, rel_path, size, mtime_ns, sha256, acked_at)
-            VALUES (?, ?, ?, ?, ?, ?)
+            INSERT INTO file_state (pc_id, rel_path, size, mtime_ns, sha256, acked_at, session_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (pc_id, rel_path) DO UPDATE SET
-                size = excluded.size, mtime_ns = excluded.mtime_ns,
-                sha256 = excluded.sha256, acked_at = excluded.acked_at
+                size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
+                acked_at = excluded.acked_at, session_id = excluded.session_id
             """,
-            [(v.pc_id, v.rel_path, v.size, v.mtime_ns, v.sha256, now) for v in versions],
+            [
+                (v.pc_id, v.rel_path, v.size, v.mtime_ns, v.sha256, now, v.session_id)
+                for v in versions
+            ],
         )
 
     def _acknowledge(self, versions: list[FileVersion]) -> None:
@@ -442,11 +456,8 @@ class Store:
             if found and total + len(row) + 1 > max_bytes:
                 break
             total += len(row) + 1
-            found.append(
-                QueuedRecord(
-                    _version(pc_id, rel, size, mtime, sha), session_id, hands, row, attempts
-                )
-            )
+            version = _version(pc_id, rel, size, mtime, sha, session_id)
+            found.append(QueuedRecord(version, session_id, hands, row, attempts))
         return found
 
     async def due(self, limit: int, max_bytes: int) -> list[QueuedRecord]:
@@ -682,6 +693,32 @@ class Store:
         return await self._write(self._purge, entry_id)
 
     # -- figures and change detection --
+
+    def _sessions_synced(self) -> dict[str, int]:
+        # sessions with an acknowledged file, less those still waiting in the offline queue
+        rows = self._conn.execute(
+            """
+            SELECT f.pc_id, count(DISTINCT f.session_id) FROM file_state f
+            WHERE f.session_id IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM pending_sync p
+                WHERE p.pc_id = f.pc_id AND p.session_id = f.session_id)
+            GROUP BY f.pc_id
+            """
+        )
+        return dict(rows.fetchall())
+
+    async def sessions_synced(self) -> dict[str, int]:
+        return await self._run(self._sessions_synced)
+
+    def _retried(self, attempts: int) -> int:
+        (count,) = self._conn.execute(
+            "SELECT count(*) FROM pending_sync WHERE attempts >= ?", (attempts,)
+        ).fetchone()
+        return count
+
+    async def retried(self, attempts: int) -> int:
+        """Queued records the table has refused at least `attempts` times."""
+        return await self._run(self._retried, attempts)
 
     def _counts(self) -> QueueCounts:
         conn = self._conn

@@ -64,6 +64,18 @@ class UploadSlots:
         self.wakeup.set()
 
 
+def note_stored(status: AgentStatus, batch: Batch) -> None:
+    status.mark_synced([r.version.pc_id for r in batch.records])
+    status.metrics.batch_records.observe(len(batch))
+    first = batch.records[0]
+    status.activity.add(
+        "synced",
+        f"{len(batch)} session(s) stored",
+        pc_id=first.version.pc_id if len(batch) == 1 else None,
+        session_id=first.session_id if len(batch) == 1 else None,
+    )
+
+
 @dataclass
 class Delivery:
     client: PostgrestClient
@@ -154,7 +166,11 @@ class Delivery:
             raise
 
     async def _upsert(self, batch: Batch) -> None:
-        await self.client.upsert_sessions(batch.body)
+        started = trio.current_time()
+        try:
+            await self.client.upsert_sessions(batch.body)
+        finally:
+            self.status.metrics.upload_seconds.observe(trio.current_time() - started)
 
     # -- what differs between live and queued batches --
 
@@ -179,7 +195,7 @@ class Delivery:
 class LiveDelivery(Delivery):
     async def stored(self, batch: Batch) -> None:
         await self.ledger.acknowledge(batch.versions)
-        self.status.mark_synced([r.version.pc_id for r in batch.records])
+        note_stored(self.status, batch)
         log.debug("batch_stored", records=len(batch), superseded=len(batch.superseded))
 
     async def refused(self, batch: Batch, error: UpstreamError) -> None:
@@ -217,6 +233,7 @@ class LiveDelivery(Delivery):
     async def upstream_unavailable(self, batch: Batch, error: UpstreamError | None) -> None:
         await self.ledger.enqueue(batch, error=error.summary if error else self.gate.state)
         log.info("batch_queued", records=len(batch), upstream=self.gate.state)
+        self.status.activity.add("queued", f"{len(batch)} sessions queued ({self.gate.state})")
 
     async def spill(self, batch: Batch) -> None:
         await self.ledger.enqueue(batch, error="shutdown")
@@ -229,7 +246,7 @@ class QueuedDelivery(Delivery):
         records: list[QueuedRecord] = list(batch.records)  # type: ignore[arg-type]
         await self.ledger.store.remove_queued(records)
         self.ledger.made_room()
-        self.status.mark_synced([r.version.pc_id for r in records])
+        note_stored(self.status, batch)
         log.info("queue_drained", records=len(records))
 
     async def refused(self, batch: Batch, error: UpstreamError) -> None:

@@ -39,6 +39,7 @@ class RegistryWatcher:
     status: AgentStatus
     roots: dict[str, Path]  # shared with the reader: pc_id -> watch folder
     excludes: frozenset[str]
+    once: bool = False  # `scan`: one registry, each scanner until caught up, then end
     running: dict[str, _Running] = field(default_factory=dict)
 
     async def run(
@@ -65,6 +66,7 @@ class RegistryWatcher:
                     self.status.registry_error = message
                     if message != last_error:
                         log.error("registry_invalid", error=message, kept=sorted(self.running))
+                        self.status.activity.add("registry", f"invalid, last good kept: {message}")
                         last_error = message
                 else:
                     if last_error is not None:
@@ -75,6 +77,8 @@ class RegistryWatcher:
                 if not started:
                     started = True
                     task_status.started()
+                if self.once:
+                    return  # the nursery waits for the scanners to catch up
                 await trio.sleep(self.settings.poll_interval)
 
     async def _apply(
@@ -99,6 +103,7 @@ class RegistryWatcher:
                 self.status.pcs[pc_id].entry = entry  # name/description edits show at once
                 continue
             pc_status = self.status.pcs[pc_id] = PcStatus(entry=entry)
+            pc_status.scan.observe = self.status.metrics.scan_seconds.labels(pc_id).observe
             scope = await nursery.start(self._supervise, entry, pc_status, changes.clone())
             self.running[pc_id] = _Running(entry, scope)
             log.info("pc_started", pc_id=pc_id, watch_path=entry.watch_path)
@@ -140,15 +145,22 @@ class RegistryWatcher:
                                 skip=frozenset({self.settings.error_dir}),
                                 stats=pc_status.scan,
                                 on_gone=self.ledger.forget,
+                                once=self.once,
                                 task_status=_Ready(pc_status),
                             )
+                            return  # only a one-shot scan ends
                         except (OSError, RegistryError) as exc:
                             reason = str(exc) if isinstance(exc, RegistryError) else _os_reason(exc)
                             if pc_status.reason != reason:
                                 log.error(
                                     "pc_scan_failed", pc_id=pc.id, error=reason, retry_in=delay
                                 )
+                                self.status.activity.add("error", reason, pc_id=pc.id)
                             pc_status.state, pc_status.reason = "error", reason
+                            pc_status.last_error = reason
+                            pc_status.missing = isinstance(exc, FileNotFoundError)
+                            if self.once:
+                                return  # a one-shot scan reports it and goes on without
                             await trio.sleep(delay)
                             delay = min(delay * 2, RETRY_MAX)
             finally:
@@ -174,6 +186,7 @@ class _Ready:
                 seconds=round(self.pc_status.scan.last_scan_seconds, 3),
             )
         self.pc_status.state, self.pc_status.reason = "running", None
+        self.pc_status.missing = False
 
 
 def _os_reason(exc: OSError) -> str:

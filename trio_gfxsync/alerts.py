@@ -1,0 +1,138 @@
+"""Alerts of DESIGN 3.5 (the spec's monitoring table plus a missing watch path), pure.
+
+`evaluate` turns measured figures into the active alerts; `AlertBook` remembers since when
+each is active and says which started and which cleared, so each is logged exactly then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+WARN, CRITICAL, REVIEW = "warn", "critical", "review"
+
+# every alert this agent can raise, for the metric (a 0 series for the inactive ones)
+ALERT_NAMES = {
+    "nas_disk_usage": WARN,
+    "agent_memory": WARN,
+    "batch_pending": WARN,
+    "offline_pending": CRITICAL,
+    "records_retried": REVIEW,
+    "upload_failures": WARN,
+    "dead_letters": REVIEW,
+    "watch_path_missing": WARN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    disk_percent: float = 80.0
+    memory_mb: float = 512.0
+    batch_pending: int = 500
+    offline_pending: int = 5000
+    retried_records: int = 10
+    retry_attempts: int = 5
+    upload_failures: int = 5
+    dead_letters: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    disk_percent: float | None
+    memory_mb: float | None
+    batch_pending: int
+    offline_pending: int
+    retried_records: int  # queued records refused at least `retry_attempts` times
+    consecutive_upload_failures: int
+    dead_letters: int
+    missing_watch_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    name: str
+    level: str
+    message: str
+
+
+def evaluate(f: Figures, t: Thresholds) -> list[Alert]:
+    found: list[Alert] = []
+    if f.disk_percent is not None and f.disk_percent >= t.disk_percent:
+        found.append(
+            Alert(
+                "nas_disk_usage",
+                WARN,
+                f"NAS disk {f.disk_percent:.0f}% full (>= {t.disk_percent:.0f}%)",
+            )
+        )
+    if f.memory_mb is not None and f.memory_mb >= t.memory_mb:
+        found.append(
+            Alert(
+                "agent_memory", WARN, f"agent memory {f.memory_mb:.0f} MB (>= {t.memory_mb:.0f} MB)"
+            )
+        )
+    if f.batch_pending >= t.batch_pending:
+        found.append(
+            Alert(
+                "batch_pending",
+                WARN,
+                f"{f.batch_pending} records waiting for upload (>= {t.batch_pending})",
+            )
+        )
+    if f.offline_pending >= t.offline_pending:
+        found.append(
+            Alert(
+                "offline_pending",
+                CRITICAL,
+                f"{f.offline_pending} sessions in the offline queue (>= {t.offline_pending})",
+            )
+        )
+    if f.retried_records >= t.retried_records:
+        found.append(
+            Alert(
+                "records_retried",
+                REVIEW,
+                f"{f.retried_records} records refused {t.retry_attempts}+ times: look at the table",
+            )
+        )
+    if f.consecutive_upload_failures >= t.upload_failures:
+        found.append(
+            Alert(
+                "upload_failures",
+                WARN,
+                f"{f.consecutive_upload_failures} upload failures in a row",
+            )
+        )
+    if f.dead_letters >= t.dead_letters:
+        found.append(
+            Alert(
+                "dead_letters",
+                REVIEW,
+                f"{f.dead_letters} dead letter(s): see `trio-gfxsync dlq list`",
+            )
+        )
+    if f.missing_watch_paths:
+        found.append(
+            Alert(
+                "watch_path_missing",
+                WARN,
+                "watch path missing: " + ", ".join(sorted(f.missing_watch_paths)),
+            )
+        )
+    return found
+
+
+@dataclass
+class AlertBook:
+    active: dict[str, tuple[Alert, float]] = field(default_factory=dict)  # name -> (alert, since)
+
+    def update(self, alerts: list[Alert], now: float) -> tuple[list[Alert], list[Alert]]:
+        """Record the current alerts; return (started, cleared)."""
+        current = {a.name: a for a in alerts}
+        started = [a for name, a in current.items() if name not in self.active]
+        cleared = [a for name, (a, _) in self.active.items() if name not in current]
+        for alert in cleared:
+            del self.active[alert.name]
+        for name, alert in current.items():
+            since = self.active[name][1] if name in self.active else now
+            self.active[name] = (alert, since)  # keep the start, refresh the message
+        return started, cleared

@@ -1,0 +1,78 @@
+"""The truth about the agent in one word, with its reasons (DESIGN 3.5), pure.
+
+healthy   (200) everything flowing
+degraded  (200) upstream offline or rate-limiting (queueing as designed), a PC folder unreadable,
+                an invalid registry (the last good one is kept), any warn or review alert
+unhealthy (503) key or privileges rejected, schema mismatch, queue database unusable or disk
+                full, offline queue critical, a core stage died
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .alerts import CRITICAL, Alert
+
+HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+HTTP_CODE = {HEALTHY: 200, DEGRADED: 200, UNHEALTHY: 503}
+
+
+@dataclass(frozen=True, slots=True)
+class PcHealth:
+    id: str
+    state: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthInputs:
+    upstream: str
+    upstream_reason: str | None
+    pending: int
+    store_problem: str | None
+    failure: str | None  # a core stage died
+    registry_error: str | None
+    pcs: tuple[PcHealth, ...]
+    alerts: tuple[Alert, ...]
+    shutting_down: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    status: str
+    reasons: tuple[str, ...]
+
+    @property
+    def http_code(self) -> int:
+        return HTTP_CODE[self.status]
+
+
+def assess(h: HealthInputs) -> Health:
+    bad: list[str] = []
+    meh: list[str] = []
+    if h.failure:
+        bad.append(f"core stage died: {h.failure}")
+    if h.upstream == "rejected":
+        bad.append(f"supabase rejected the key or a grant is missing: {h.upstream_reason}")
+    elif h.upstream == "schema_mismatch":
+        bad.append(f"gfx_sessions schema mismatch: {h.upstream_reason}")
+    elif h.upstream == "offline":
+        meh.append(f"supabase unreachable: {h.upstream_reason}; {h.pending} sessions queued")
+    elif h.upstream == "rate_limited":
+        meh.append(f"supabase rate limiting: {h.upstream_reason}")
+    if h.store_problem:
+        bad.append(h.store_problem)
+    for pc in h.pcs:
+        if pc.state == "error":
+            meh.append(f"PC {pc.id}: {pc.reason}")
+    if h.registry_error:
+        meh.append(f"registry invalid, last good one kept: {h.registry_error}")
+    for alert in h.alerts:
+        (bad if alert.level == CRITICAL else meh).append(f"alert {alert.name}: {alert.message}")
+    if h.shutting_down:
+        meh.append("shutting down")
+    if bad:
+        return Health(UNHEALTHY, tuple(bad + meh))
+    if meh:
+        return Health(DEGRADED, tuple(meh))
+    return Health(HEALTHY, ())

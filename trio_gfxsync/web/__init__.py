@@ -1,0 +1,1 @@
+"""The agent's HTTP side: health, metrics, status API, live dashboard."""
