@@ -16,6 +16,9 @@ import pytest
 
 from tests import infra
 
+# Chromium fixtures (`browser`, `page`) for the dashboard tests
+pytest_plugins = ["tests.browser"]
+
 
 def _fail_on_infra_error(exc: infra.InfraError) -> None:
     pytest.fail(str(exc), pytrace=False)

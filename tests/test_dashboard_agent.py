@@ -1,0 +1,87 @@
+"""The dashboard in a real headless Chromium against a running agent: every PC shown, counts
+equal to the database, a new file on screen within 2 s of the agent storing it, 18-digit ids
+exact. Saves the screenshot the README shows."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests import infra
+from tests.agent_process import AgentProcess, agent_env
+from tests.browser import ARTIFACTS
+from tests.gen import build_nas, make_session, write_session
+from tests.harness import wait_until_equal
+
+pytestmark = pytest.mark.e2e
+
+
+def test_dashboard_against_a_running_agent(
+    page: Page, tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    nas = tmp_path / "nas"
+    sessions = build_nas(nas, pcs=2, sessions_per_pc=6, seed=5)
+    # a PC folder named with a space, as discovery allows
+    for path in list(sessions)[:3]:
+        target = nas / "table GG" / path.relative_to(nas / path.relative_to(nas).parts[0])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    env = agent_env(
+        nas=nas,
+        queue=tmp_path / "queue",
+        gateway_url=fresh_gateway.url,
+        key=fresh_gateway.key,
+        poll_interval=0.5,
+        log_level="INFO",
+    )
+    agent = AgentProcess(env, tmp_path / "agent.log").start()
+    try:
+        url = agent.wait_event("http_listening")["urls"][0]
+        wait_until_equal(nas, clean_db.dsn, timeout=60)
+        page.goto(url + "/")
+        expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live")
+
+        rows = infra.query(
+            clean_db.dsn, "select gfx_pc_id, count(*) as n from gfx_sessions group by 1"
+        )
+        per_pc = {r["gfx_pc_id"]: r["n"] for r in rows}
+        assert set(per_pc) == {"PC01", "PC02", "table GG"}
+        cards = page.get_by_test_id("pc-card")
+        expect(cards).to_have_count(3)
+        for pc_id, count in per_pc.items():
+            card = page.locator(f'[data-testid="pc-card"][data-pc-id="{pc_id}"]')
+            expect(card.get_by_test_id("pc-state")).to_have_text("running")
+            expect(card.get_by_test_id("pc-sessions")).to_have_text(str(count))
+        expect(page.get_by_test_id("overall-status")).to_have_attribute("data-status", "healthy")
+        expect(page.get_by_test_id("upstream-state")).to_have_attribute("data-state", "connected")
+        expect(page.get_by_test_id("pending-count")).to_have_text("0")
+
+        # a new session lands: on screen within 2 s of the agent storing it
+        new = make_session(4000, 2, random.Random(8))
+        expected_id = str(new.session_id)
+        assert int(expected_id) > 2**53  # a JavaScript Number would round it
+        write_session(nas / "PC02" / "1021" / new.file_name, new)
+        written = time.monotonic()
+        ids = page.get_by_test_id("event-session-id")
+        expect(ids.filter(has_text=expected_id).first).to_be_visible(timeout=5000)
+        on_screen = time.monotonic() - written
+        stored = agent.wait_event("file_created", session_id=expected_id)
+        assert stored
+        print(f"dashboard: new file on screen {on_screen:.2f}s after the write (poll 0.5 s)")
+        assert on_screen < 2.5
+        card = page.locator('[data-testid="pc-card"][data-pc-id="PC02"]')
+        expect(card.get_by_test_id("pc-sessions")).to_have_text(str(per_pc["PC02"] + 1))
+        texts = [t for t in ids.all_text_contents() if t != "—"]  # "—": an event without one
+        known = {str(s.session_id) for s in sessions.values()} | {expected_id}
+        assert texts and set(texts) <= known, "every id on screen is exact"
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        assert agent.stop()[0] == 0
+    finally:
+        agent.kill()
