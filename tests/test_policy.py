@@ -240,3 +240,21 @@ _date_tokens = st.lists(
 def test_retry_after_never_raises_and_is_never_negative(header: str) -> None:
     result = retry_after_seconds(header, NOW)
     assert result is None or (isinstance(result, float) and result >= 0)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "verdict"),
+    [
+        (405, "25006", Verdict.DOWN),  # read-only transaction: Supabase's disk-full mode
+        (500, "57014", Verdict.DOWN),  # statement timeout
+        (408, None, Verdict.DOWN),
+        (400, "P0001", Verdict.REFUSED),  # a trigger's RAISE EXCEPTION about this row
+        (406, "PGRST106", Verdict.UNEXPECTED),  # about the request, not the records
+        (400, "PGRST100", Verdict.UNEXPECTED),
+        (431, None, Verdict.UNEXPECTED),
+    ],
+)
+def test_only_record_errors_count_as_refusals(
+    status: int, code: str | None, verdict: Verdict
+) -> None:
+    assert classify(status, code) is verdict

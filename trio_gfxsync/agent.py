@@ -51,7 +51,8 @@ READERS = 4  # NAS reads wait on SMB; a few in parallel hide the latency
 UPLOAD_WORKERS = 1  # one request in flight (the gate's slot): batches grow while it is busy
 CHANGE_BUFFER = 8  # small, so a live change never queues behind many backfill files
 RECORD_BUFFER = 32
-CLOSE_TIMEOUT = 2.0
+CLOSE_TIMEOUT = 1.5
+CLIENT_CLOSE_TIMEOUT = 0.5
 CRASH_GRACE = 1.5  # /health answers 503 with the reason this long before the process exits
 
 
@@ -92,6 +93,7 @@ async def watch_signals(
                 shutdown.begin()
             else:
                 log.warning("shutdown_forced", signal=name)
+                status.force_exit = True
                 shutdown.force()
 
 
@@ -106,22 +108,23 @@ class Agent:
     ) -> None:
         self.once = once  # `scan`: one backfill, then a graceful end
         self.settings = settings
-        self.status = AgentStatus()
+        self.status = AgentStatus(poll_interval=settings.poll_interval)
         self.shutdown = Shutdown(settings)
         self._client = client
         self.http_urls: list[str] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
-        store = await Store.open(settings.queue_db_path)
-        self.status.store = store
-        if store.recovered:
-            self.status.activity.add("error", f"queue database recreated: {store.recovered}")
-        client = self._client or PostgrestClient(settings)
         http_stop = trio.Event()
-        try:
-            async with trio.open_nursery() as root:
-                await root.start(watch_signals, self.shutdown, self.status)
+        async with trio.open_nursery() as root:
+            # signals first: a SIGTERM during a long quick_check still ends in a clean exit 0
+            await root.start(watch_signals, self.shutdown, self.status)
+            store = await Store.open(settings.queue_db_path)
+            self.status.store = store
+            if store.recovered:
+                self.status.activity.add("error", f"queue database recreated: {store.recovered}")
+            client = self._client or PostgrestClient(settings)
+            try:
                 if not self.once:  # a one-shot scan must not take the running agent's port
                     await root.start(Monitor(settings, self.status, store).run)
                     self.http_urls = await root.start(run_http, settings, self.status, http_stop)
@@ -132,11 +135,14 @@ class Agent:
                     raise
                 finally:
                     http_stop.set()
-                root.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-                await client.aclose()
-                await store.close()
+            finally:
+                # the store first: its last commits matter more than a polite TLS goodbye
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(CLOSE_TIMEOUT):
+                        await store.close()
+                    with trio.move_on_after(CLIENT_CLOSE_TIMEOUT):
+                        await client.aclose()
+            root.cancel_scope.cancel()
         log.info("agent_stopped", graceful=self.shutdown.requested)
 
     async def _report_failure(self, exc: Exception) -> None:
@@ -161,7 +167,7 @@ class Agent:
             max_queue_size=settings.max_queue_size,
             max_queue_bytes=settings.max_queue_bytes,
         )
-        gate = UpstreamGate(status)
+        gate = UpstreamGate(status, request_deadline=settings.request_timeout * 2)
         slots = UploadSlots()
         roots: dict[str, Path] = {}
         rng = random.Random()

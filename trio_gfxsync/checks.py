@@ -75,13 +75,14 @@ def check_queue(settings: Settings) -> CheckResult:
 async def check_supabase(settings: Settings) -> list[CheckResult]:
     async with PostgrestClient(settings) as client:
         try:
-            await client.probe()
+            await client.probe_write()
         except UpstreamError as exc:
             verdict = classify(exc.status, exc.code)
             name = {
                 Verdict.DOWN: "supabase reachable",
                 Verdict.REJECTED: "supabase key",
                 Verdict.SCHEMA_MISMATCH: "gfx_sessions table",
+                Verdict.UNEXPECTED: "supabase request",
             }.get(verdict, "supabase upsert")
             return [CheckResult(name, False, exc.summary)]
     return [

@@ -85,8 +85,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
     try:
         document = fetch_status(settings.health_host, settings.health_port, token)
+    except httpx.HTTPStatusError as exc:
+        print(f"the agent answered HTTP {exc.response.status_code}", file=sys.stderr)
+        return EXIT_FAILURE
     except httpx.HTTPError as exc:
-        print(f"the agent did not answer on port {settings.health_port}: {exc}", file=sys.stderr)
+        print(
+            f"the agent did not answer on port {settings.health_port} ({type(exc).__name__})",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     if args.json:
         import orjson

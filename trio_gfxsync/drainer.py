@@ -9,24 +9,28 @@ also wakes it when something enters it. It also notices `dlq replay` run by anot
 
 from __future__ import annotations
 
+import math
 import random
 import time
 
 import trio
 
 from .batching import Batch
-from .gate import CONNECTED, OFFLINE, REJECTED, SCHEMA_MISMATCH, UpstreamGate
+from .gate import CONNECTED, OFFLINE, PAUSED, RATE_LIMITED, UNKNOWN, UpstreamGate
 from .ledger import FileLedger
 from .logs import get_logger
 from .policy import Verdict
 from .postgrest import PostgrestClient
 from .status import AgentStatus
-from .uploader import QueuedDelivery
+from .uploader import PAUSE_STATE, QueuedDelivery
 
 log = get_logger("drainer")
 
 OFFLINE_PROBE = (2.0, 5.0)  # seconds, uniform: "every few seconds, jittered"
 PAUSED_PROBE = (25.0, 35.0)  # around DESIGN's 30 s
+# a batch failing as "down" this soon after a successful probe is suspected, not the upstream
+SUSPECT_WINDOW = 10.0
+SUSPECT_DELAY = 5.0
 
 
 class Drainer:
@@ -55,66 +59,90 @@ class Drainer:
         self.poll_interval = poll_interval
         self.rng = rng
         self._stopping = False
-        self._idle_scope: trio.CancelScope | None = None
+        self._scope = trio.CancelScope()
+        self._last_probe_ok = -math.inf
+        self._drain_size = batch_size
 
     def stop(self) -> None:
-        """End after the batch in flight (the queue is durable; nothing needs flushing)."""
+        """End now: the queue is durable, so a request cut short is simply sent again later."""
         self._stopping = True
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
+        self._scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        await self._refresh_counts()
-        while not self._stopping:
-            if not self.gate.sendable:
-                await self._probe_when_due()
-                continue
-            if await self.ledger.store.changed_elsewhere():
-                await self.ledger.reload_states()
-            records = await self.ledger.store.due(self.batch_size, self.max_batch_bytes)
-            if records:
-                await self.delivery.deliver(Batch(tuple(records)))  # type: ignore[arg-type]
-                await self._refresh_counts()
-                continue
+        with self._scope:
             await self._refresh_counts()
-            await self._idle()
+            if self.gate.state == UNKNOWN:
+                # one probe at start: a rejected key must show even when nothing is to be sent
+                await self._probe()
+            while not self._stopping:
+                if not self.gate.sendable:
+                    await self._probe_when_due()
+                    continue
+                if await self.ledger.store.changed_elsewhere():
+                    await self.ledger.reload_states()
+                records = await self.ledger.store.due(self._drain_size, self.max_batch_bytes)
+                if records:
+                    await self.delivery.deliver(Batch(tuple(records)))  # type: ignore[arg-type]
+                    await self._after_delivery(records)
+                    await self._refresh_counts()
+                    continue
+                await self._refresh_counts()
+                await self._idle()
+
+    async def _after_delivery(self, records: list) -> None:  # type: ignore[type-arg]
+        """Upstream answered a probe a moment ago, yet this batch failed as if it were down:
+        it may be the batch itself (a statement timeout on a big one, say). Let the other rows
+        go first for a moment, and send smaller batches until one gets through."""
+        probe_was_recent = trio.current_time() - self._last_probe_ok < SUSPECT_WINDOW
+        if self.gate.state == OFFLINE and probe_was_recent:
+            self._drain_size = max(1, self._drain_size // 2)
+            await self.ledger.store.postpone(records, SUSPECT_DELAY)
+            log.warning(
+                "queue_batch_postponed",
+                records=len(records),
+                delay=SUSPECT_DELAY,
+                next_batch_size=self._drain_size,
+            )
+        elif self.gate.state == CONNECTED:
+            self._drain_size = self.batch_size
 
     async def _refresh_counts(self) -> None:
         self.status.queue_counts = await self.ledger.store.counts()
 
     async def _idle(self) -> None:
-        """Sleep until something is queued, a queued record falls due, or the periodic pass."""
+        """Sleep until something is queued, a queued record falls due, or the periodic pass
+        (at most a poll interval, so a `dlq replay` from another process is seen soon)."""
         next_due = await self.ledger.store.next_due()
         wait = min(
             self.queue_process_interval, self.poll_interval, max(0.0, next_due - time.time())
         )
         queued = self.ledger.queued
-        with trio.CancelScope() as self._idle_scope, trio.move_on_after(wait):
+        with trio.move_on_after(wait):
             await queued.wait()
-        self._idle_scope = None
 
     async def _probe_when_due(self) -> None:
-        low, high = (
-            PAUSED_PROBE if self.gate.state in (REJECTED, SCHEMA_MISMATCH) else OFFLINE_PROBE
-        )
+        low, high = PAUSED_PROBE if self.gate.state in PAUSED else OFFLINE_PROBE
         changed = self.gate.changed
-        with (
-            trio.CancelScope() as self._idle_scope,
-            trio.move_on_after(self.rng.uniform(low, high)),
-        ):
+        with trio.move_on_after(self.rng.uniform(low, high)):
             await changed.wait()  # a live upload may bring upstream back before our probe
-        self._idle_scope = None
-        if self._stopping or self.gate.sendable:
-            return
+        if not self.gate.sendable:
+            await self._probe()
+
+    async def _probe(self) -> None:
         verdict, error = await self.gate.send(self.client.probe)
+        reason = error.summary if error else None
         if verdict is Verdict.STORED:
-            log.info("upstream_probe_ok", pending=self.status.queue_counts.pending)
+            self._last_probe_ok = trio.current_time()
+            if self.gate.state != UNKNOWN:
+                log.info("upstream_probe_ok", pending=self.status.queue_counts.pending)
             self.gate.set_state(CONNECTED)
-        elif verdict in (Verdict.REJECTED, Verdict.SCHEMA_MISMATCH):
-            state = REJECTED if verdict is Verdict.REJECTED else SCHEMA_MISMATCH
-            self.gate.set_state(state, error.summary if error else None)
-        elif verdict is Verdict.SLOW_DOWN and error is not None:
-            self.gate.hold(error.retry_after or OFFLINE_PROBE[0])
+        elif verdict in PAUSE_STATE:
+            self.gate.set_state(PAUSE_STATE[verdict], reason)
+        elif verdict is Verdict.SLOW_DOWN:
+            if error is None or error.retry_after is None:
+                self.gate.hold(OFFLINE_PROBE[0])  # the gate already holds for a Retry-After
+            if self.gate.state == UNKNOWN:
+                self.gate.set_state(RATE_LIMITED, reason)
         else:
-            self.gate.set_state(OFFLINE, error.summary if error else None)
+            self.gate.set_state(OFFLINE, reason)

@@ -22,6 +22,7 @@ class PcHealth:
     id: str
     state: str
     reason: str | None
+    stale_for: float | None = None  # seconds since the last complete poll, when overdue
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class HealthInputs:
     pcs: tuple[PcHealth, ...]
     alerts: tuple[Alert, ...]
     shutting_down: bool = False
+    queue_full: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +58,24 @@ def assess(h: HealthInputs) -> Health:
         bad.append(f"supabase rejected the key or a grant is missing: {h.upstream_reason}")
     elif h.upstream == "schema_mismatch":
         bad.append(f"gfx_sessions schema mismatch: {h.upstream_reason}")
+    elif h.upstream == "request_rejected":
+        bad.append(f"supabase refused the upload request: {h.upstream_reason}")
     elif h.upstream == "offline":
         meh.append(f"supabase unreachable: {h.upstream_reason}; {h.pending} sessions queued")
     elif h.upstream == "rate_limited":
         meh.append(f"supabase rate limiting: {h.upstream_reason}")
     if h.store_problem:
         bad.append(h.store_problem)
+    if h.queue_full:
+        bad.append("offline queue full: intake is paused until it drains")
     for pc in h.pcs:
         if pc.state == "error":
             meh.append(f"PC {pc.id}: {pc.reason}")
+        elif pc.stale_for is not None:
+            # a hung SMB mount: the stat never returns, and no error is ever raised
+            meh.append(
+                f"PC {pc.id}: no complete scan for {pc.stale_for:.0f} s (NAS not answering?)"
+            )
     if h.registry_error:
         meh.append(f"registry invalid, last good one kept: {h.registry_error}")
     for alert in h.alerts:

@@ -103,9 +103,14 @@ class FileLedger:
         error: str | None,
         attempts: dict[tuple[str, int], int] | None = None,
         delay: float = 0.0,
+        spill: bool = False,
     ) -> None:
-        """Commit the batch to pending_sync; its file versions are acknowledged with it."""
-        await self._wait_for_room()
+        """Commit the batch to pending_sync; its file versions are acknowledged with it.
+
+        `spill`: at shutdown, what is in memory goes in even over the limits (they hold the
+        intake; they must not turn records already read into records lost)."""
+        if not spill:
+            await self._wait_for_room()
         versions = newest_per_file(batch.versions)
         await self.store.enqueue(
             batch.records, versions, attempts=attempts, delay=delay, error=error

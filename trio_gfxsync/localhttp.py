@@ -55,8 +55,11 @@ def healthcheck() -> int:
 
 
 def fetch_status(host: str, port: int, token: str | None) -> dict[str, Any]:
-    params = {"token": token} if token else None
-    response = httpx.get(f"{base_url(host, port)}/api/status", params=params, timeout=PROBE_TIMEOUT)
+    # a header, not ?token=: httpx puts the URL into its error messages
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    response = httpx.get(
+        f"{base_url(host, port)}/api/status", headers=headers, timeout=PROBE_TIMEOUT
+    )
     response.raise_for_status()
     return orjson.loads(response.content)
 

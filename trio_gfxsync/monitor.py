@@ -21,7 +21,7 @@ from .alerts import AlertBook, Figures, Thresholds, evaluate
 from .health import HealthInputs, PcHealth, assess
 from .logs import get_logger
 from .settings import Settings
-from .status import AgentStatus
+from .status import AgentStatus, PcStatus
 from .store import Store
 
 log = get_logger("monitor")
@@ -58,6 +58,17 @@ def memory_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+STALE_POLLS = 3  # a PC is overdue after this many poll intervals without a complete scan
+STALE_MIN = 10.0
+
+
+def stale_for(pc: PcStatus, poll_interval: float) -> float | None:
+    if pc.state != "running" or pc.scan.last_scan_at is None:
+        return None
+    age = trio.current_time() - pc.scan.last_scan_at
+    return age if age > max(STALE_MIN, STALE_POLLS * poll_interval) else None
+
+
 def health_inputs(status: AgentStatus) -> HealthInputs:
     return HealthInputs(
         upstream=status.upstream,
@@ -66,9 +77,13 @@ def health_inputs(status: AgentStatus) -> HealthInputs:
         store_problem=status.store_problem,
         failure=status.failure,
         registry_error=status.registry_error,
-        pcs=tuple(PcHealth(pc_id, pc.state, pc.reason) for pc_id, pc in status.pcs.items()),
+        pcs=tuple(
+            PcHealth(pc_id, pc.state, pc.reason, stale_for(pc, status.poll_interval))
+            for pc_id, pc in status.pcs.items()
+        ),
         alerts=tuple(status.alerts),
         shutting_down=status.shutting_down,
+        queue_full=status.queue_full,
     )
 
 

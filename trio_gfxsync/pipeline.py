@@ -237,22 +237,23 @@ class Batcher:
         wakeup = self.slots.wakeup  # set by intake (record in) and by uploaders (slot free)
         room = Wakeup()
         closed = False
+        in_hand: Batch | None = None  # taken from the buffer, not yet handed over
 
         async def intake() -> None:
             nonlocal closed
-            async with records:
-                async for record in records:
-                    while self.buffer.full:
-                        await room.event.wait()
-                    self.buffer.add(record, trio.current_time())
-                    self.status.batch_pending = len(self.buffer)
-                    wakeup.set()
+            async for record in records:
+                # it goes into the buffer before we wait: a full buffer only grows by one
+                # record, and whatever interrupts us finds it there to spill
+                self.buffer.add(record, trio.current_time())
+                self.status.batch_pending = len(self.buffer)
+                wakeup.set()
+                while self.buffer.full:
+                    await room.event.wait()
             closed = True
             wakeup.set()
 
-        in_hand: Batch | None = None
         try:
-            async with batches, trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery:
                 nursery.start_soon(intake)
                 while not (closed and len(self.buffer) == 0):
                     now = trio.current_time()
@@ -267,14 +268,27 @@ class Batcher:
                     changed = wakeup.event
                     with trio.move_on_at(self.buffer.next_deadline(uploader_free=free)):
                         await changed.wait()
-        except trio.Cancelled:
-            await self._spill(in_hand)
+        except BaseException:
+            # trio delivers a cancellation out of a nursery as a group: catch it whole
+            if not self.status.force_exit:
+                await self._spill(in_hand, records)
             raise
+        finally:
+            records.close()
+            batches.close()
 
-    async def _spill(self, in_hand: Batch | None) -> None:
-        """Shutdown deadline: commit what is read but not sent to the queue (DESIGN 6)."""
+    async def _spill(
+        self, in_hand: Batch | None, records: trio.MemoryReceiveChannel[SessionRecord]
+    ) -> None:
+        """Shutdown deadline: commit what is read but not sent to the queue (DESIGN 6): the
+        batch in hand, the buffer, and records still waiting in the channel."""
         with trio.CancelScope(shield=True), trio.move_on_after(SPILL_TIMEOUT):
+            while True:
+                try:
+                    self.buffer.add(records.receive_nowait(), trio.current_time())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
             if in_hand is not None:
-                await self.ledger.enqueue(in_hand, error="shutdown")
+                await self.ledger.enqueue(in_hand, error="shutdown", spill=True)
             while len(self.buffer):
-                await self.ledger.enqueue(self.buffer.take(), error="shutdown")
+                await self.ledger.enqueue(self.buffer.take(), error="shutdown", spill=True)

@@ -21,11 +21,15 @@ class Verdict(enum.Enum):
     TOO_LARGE = "too_large"  # 413: split; a single record -> dead letter
     SLOW_DOWN = "slow_down"  # 429 / 503 / 504: back off, honour Retry-After
     DOWN = "down"  # other 5xx, timeouts, connection errors: queue and probe
+    UNEXPECTED = "unexpected"  # a 4xx about the request, not the records: pause like REJECTED
 
 
 SCHEMA_CODES = frozenset({"PGRST204", "PGRST205", "42703", "42P01", "42P10", "428C9", "PGRST200"})
 REJECTED_CODES = frozenset({"PGRST301", "PGRST302", "PGRST300", "42501"})
 SPLIT_CODES = frozenset({"21000", "PGRST102"})
+# 25006: read-only transaction (Supabase turns a project with a full disk read-only);
+# 57014: statement timeout. Both pass with time, like an outage.
+DOWN_CODES = frozenset({"25006", "57014"})
 
 
 def classify(status: int | None, code: str | None) -> Verdict:
@@ -45,15 +49,18 @@ def classify(status: int | None, code: str | None) -> Verdict:
         return Verdict.SLOW_DOWN
     if status in (400, 409) and code in SPLIT_CODES:
         return Verdict.SPLIT
-    if status in (400, 409, 422) and code[:2] in ("22", "23"):
-        return Verdict.REFUSED
+    if status in (400, 409, 422) and (code[:2] in ("22", "23") or code == "P0001"):
+        return Verdict.REFUSED  # data exceptions, constraint violations, a trigger's RAISE
+    if code in DOWN_CODES or status == 408:
+        return Verdict.DOWN
     if status == 404:
-        # PostgREST answers a missing table with 404 PGRST205; a bare 404 is a wrong rest_path
+        # PostgREST answers a missing table with 404 42P01; a bare 404 is a wrong rest_path
         return Verdict.SCHEMA_MISMATCH
     if status >= 500:
         return Verdict.DOWN
-    # Any other 4xx refuses the request as sent; isolating records tells which ones.
-    return Verdict.REFUSED
+    # Any other 4xx says nothing about particular records: dead-lettering them would throw
+    # good data away. Pause, queue and tell the operator instead.
+    return Verdict.UNEXPECTED
 
 
 class Action(enum.Enum):

@@ -144,6 +144,18 @@ class PostgrestClient:
             raise error_from_response(response)
 
     async def probe(self) -> None:
-        """A write that writes nothing: an empty upsert still checks the key, the INSERT grant,
-        every column and the conflict key, because PostgreSQL plans the statement."""
+        """Is upstream back, and does it take our key? A read of no rows naming every column
+        (a missing column answers 400 42703). A GET, so it never counts as an upsert."""
+        try:
+            response = await self._client.get(
+                "/gfx_sessions", params={"select": ",".join(ROW_COLUMNS), "limit": "0"}
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from None
+        if not response.is_success:
+            raise error_from_response(response)
+
+    async def probe_write(self) -> None:
+        """A write that writes nothing, for `check`: an empty upsert still checks the key, the
+        INSERT grant, every column and the conflict key, because PostgreSQL plans it."""
         await self.upsert_sessions(b"[]")

@@ -17,6 +17,15 @@ import orjson
 MAX_ID_LENGTH = 128
 
 
+# Folders a NAS or an SMB client keeps for itself: never PCs, never scanned
+SYSTEM_FOLDERS = frozenset({"#recycle", "#snapshot", "$RECYCLE.BIN", "System Volume Information"})
+
+
+def is_system_folder(name: str) -> bool:
+    """Dot-folders, Synology's @eaDir/@tmp/#recycle, Windows' recycle bin."""
+    return name.startswith((".", "@")) or name in SYSTEM_FOLDERS
+
+
 class RegistryError(Exception):
     """The registry file is unusable; the message says which entry and why."""
 
@@ -122,7 +131,7 @@ def discover_pcs(base: Path, excludes: frozenset[str]) -> tuple[PcEntry, ...]:
     found: list[PcEntry] = []
     with os.scandir(base) as entries:
         for entry in entries:
-            if entry.name.startswith(".") or entry.name in excludes:
+            if is_system_folder(entry.name) or entry.name in excludes:
                 continue
             if not entry.is_dir(follow_symlinks=False):
                 continue

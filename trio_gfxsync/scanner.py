@@ -22,9 +22,14 @@ from typing import Literal
 
 import trio
 
+from .logs import get_logger
+from .registry import is_system_folder
 from .store import AckedFile
 
+log = get_logger("scanner")
+
 Stat = tuple[int, int]  # (size, mtime_ns)
+BLOCKED_RETRY_POLLS = 30  # an unreadable file is read again after this many polls (~1 min)
 Snapshot = dict[str, Stat]  # rel_path ('/'-separated) -> stat
 
 
@@ -45,26 +50,39 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 
 
 def walk_folder(
-    root: Path, pattern: re.Pattern[str], skip: frozenset[Path] = frozenset()
+    root: Path,
+    pattern: re.Pattern[str],
+    skip: frozenset[Path] = frozenset(),
+    problems: dict[str, str] | None = None,
 ) -> Snapshot:
     """Blocking recursive walk (run it in a worker thread): matching files with size and mtime.
 
     Dot-files and dot-folders are skipped (SMB clients leave `.DS_Store`, `._x`, temp files),
-    and so are folders in `skip` (the error folder, when it lies inside the tree).
+    so are the NAS's own folders (@eaDir, #recycle) and folders in `skip` (the error folder,
+    when it lies inside the tree). The root must be readable (OSError otherwise); a sub-folder
+    that is not is left out and named in `problems`, so one bad day folder never hides a PC.
     """
     snapshot: Snapshot = {}
     stack: list[tuple[str, str]] = [(str(root), "")]
     skip_str = {str(p) for p in skip}
     while stack:
         folder, prefix = stack.pop()
-        with os.scandir(folder) as entries:
+        try:
+            entries = os.scandir(folder)
+        except OSError as exc:
+            if not prefix:
+                raise
+            if problems is not None and not isinstance(exc, FileNotFoundError):
+                problems[prefix.rstrip("/")] = exc.strerror or type(exc).__name__
+            continue
+        with entries:
             for entry in entries:
                 name = entry.name
                 if name.startswith("."):
                     continue
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        if entry.path not in skip_str:
+                        if entry.path not in skip_str and not is_system_folder(name):
                             stack.append((entry.path, f"{prefix}{name}/"))
                         continue
                     if not pattern.match(name) or not entry.is_file(follow_symlinks=False):
@@ -85,11 +103,16 @@ class FileTracker:
     reported: dict[str, Stat] = field(default_factory=dict)
     needs_settle: set[str] = field(default_factory=set)
     previous: Snapshot = field(default_factory=dict)
-    blocked: set[str] = field(default_factory=set)  # unreadable until the file changes
+    blocked: dict[str, int] = field(default_factory=dict)  # unreadable: poll to look again at
+    polls: int = 0
 
     def diff(self, snapshot: Snapshot) -> tuple[list[FileChange], list[str]]:
         """Changes to report for this poll, and acknowledged files that have disappeared."""
         changes: list[FileChange] = []
+        self.polls += 1
+        for rel in [r for r, at in self.blocked.items() if at <= self.polls]:
+            del self.blocked[rel]
+            self.reported.pop(rel, None)
         for rel, stat in snapshot.items():
             acked = self.acked.get(rel)
             if acked is not None and (acked.size, acked.mtime_ns) == stat:
@@ -100,7 +123,7 @@ class FileTracker:
             if rel in self.needs_settle and not settled:
                 continue
             self.needs_settle.discard(rel)
-            self.blocked.discard(rel)
+            self.blocked.pop(rel, None)
             self.reported[rel] = stat
             changes.append(
                 FileChange(
@@ -118,7 +141,7 @@ class FileTracker:
             self.acked.pop(rel, None)
             self.reported.pop(rel, None)
             self.needs_settle.discard(rel)
-            self.blocked.discard(rel)
+            self.blocked.pop(rel, None)
         self.previous = snapshot
         return changes, gone
 
@@ -134,9 +157,10 @@ class FileTracker:
         self.needs_settle.add(rel)
 
     def give_up(self, rel: str, stat: Stat) -> None:
-        """Unreadable (permissions, I/O): look again only when the file changes."""
+        """Unreadable (permissions, I/O): look again when it changes or after a while (a
+        permission fixed on the NAS changes no mtime; a session's last write never changes)."""
         self.reported[rel] = stat
-        self.blocked.add(rel)
+        self.blocked[rel] = self.polls + BLOCKED_RETRY_POLLS
 
     def caught_up(self) -> bool:
         """Every file seen is acknowledged, or blocked until it changes (for one-shot scans)."""
@@ -168,6 +192,7 @@ class ScanStats:
     last_scan_seconds: float = 0.0
     last_scan_at: float | None = None
     observe: Callable[[float], None] | None = None  # e.g. a histogram's observe
+    problems: dict[str, str] = field(default_factory=dict)  # unreadable sub-folders
 
 
 async def run_scanner(
@@ -195,9 +220,14 @@ async def run_scanner(
         next_poll = trio.current_time() + poll_interval
         started = trio.current_time()
         # abandon_on_cancel: a stale SMB mount can hang a stat forever; shutdown must not wait
+        problems: dict[str, str] = {}
         snapshot = await trio.to_thread.run_sync(
-            walk_folder, root, pattern, skip, abandon_on_cancel=True
+            walk_folder, root, pattern, skip, problems, abandon_on_cancel=True
         )
+        for folder, reason in problems.items():
+            if stats.problems.get(folder) != reason:
+                log.warning("subfolder_unreadable", pc_id=tracker.pc_id, path=folder, error=reason)
+        stats.problems = problems
         found, gone = tracker.diff(snapshot)
         if gone and on_gone is not None:
             await on_gone(tracker.pc_id, gone)

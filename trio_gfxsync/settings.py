@@ -106,8 +106,9 @@ class Settings(BaseSettings):
         key = value.get_secret_value().strip()
         if not key:
             raise ValueError("must not be empty")
-        if any(c.isspace() for c in key) or not key.isprintable():
-            raise ValueError("must not contain spaces or control characters")
+        if any(c.isspace() for c in key) or not key.isprintable() or not key.isascii():
+            # it travels in an HTTP header: ASCII only
+            raise ValueError("must be printable ASCII without spaces")
         return SecretStr(key)
 
     @field_validator("rest_path")

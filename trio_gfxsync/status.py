@@ -50,6 +50,8 @@ class AgentStatus:
     store: Any = None  # the Store, for its `problem` (disk full, locked)
     consecutive_upload_failures: int = 0
     shutting_down: bool = False
+    force_exit: bool = False  # a second signal: skip spilling to the queue, just go
+    poll_interval: float = 2.0  # for "no complete scan for a while" in /health
     failure: str | None = None  # a core stage died
     alerts: list[Alert] = field(default_factory=list)
     alert_since: dict[str, float] = field(default_factory=dict)

@@ -189,9 +189,11 @@ def _connect(path: Path) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+    # A short busy timeout per call keeps every worker-thread call short (shutdown deadlines
+    # cannot interrupt a thread); Store._write retries a longer lock with backoff.
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=2)
     try:
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA busy_timeout=2000")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         result = conn.execute("PRAGMA quick_check").fetchone()[0]
@@ -326,6 +328,9 @@ class Store:
             ON CONFLICT (pc_id, rel_path) DO UPDATE SET
                 size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
                 acked_at = excluded.acked_at, session_id = excluded.session_id
+            -- an older version acknowledged late (a dead letter from the queue, two saves at
+            -- once) must not replace a newer one: a restart would re-send an unchanged file
+            WHERE excluded.mtime_ns >= file_state.mtime_ns
             """,
             [
                 (v.pc_id, v.rel_path, v.size, v.mtime_ns, v.sha256, now, v.session_id)
@@ -506,6 +511,20 @@ class Store:
     ) -> None:
         await self._write(self._retry_later, record, attempts, time.time() + delay, error)
 
+    def _postpone(self, records: list[QueuedRecord], when: float) -> None:
+        self._transaction(
+            lambda conn: conn.executemany(
+                """UPDATE pending_sync SET next_attempt_at = ?
+                   WHERE pc_id = ? AND session_id = ? AND sha256 = ?""",
+                [(when, r.version.pc_id, r.session_id, r.version.sha256) for r in records],
+            )
+        )
+
+    async def postpone(self, records: Sequence[QueuedRecord], delay: float) -> None:
+        """Let other queued rows go first (no attempt is counted: this is not a refusal)."""
+        if records:
+            await self._write(self._postpone, list(records), time.time() + delay)
+
     # -- dead letters and quarantine --
 
     def _dead_letter(
@@ -653,7 +672,15 @@ class Store:
                             sha256, hand_count, row_z, nbytes, attempts, last_error, queued_at,
                             next_attempt_at)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, ?)
-                        ON CONFLICT (pc_id, session_id) DO NOTHING
+                        ON CONFLICT (pc_id, session_id) DO UPDATE SET
+                            rel_path = excluded.rel_path, size = excluded.size,
+                            mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
+                            hand_count = excluded.hand_count, row_z = excluded.row_z,
+                            nbytes = excluded.nbytes, attempts = 0, last_error = NULL,
+                            next_attempt_at = excluded.next_attempt_at
+                        WHERE excluded.hand_count > pending_sync.hand_count
+                           OR (excluded.hand_count = pending_sync.hand_count
+                               AND excluded.mtime_ns >= pending_sync.mtime_ns)
                         """,
                         (
                             pc_id,

@@ -22,6 +22,7 @@ from .sync_event_buffer import SyncEventBuffer
 log = get_logger("sync_events")
 
 FLUSH_INTERVAL = 5.0
+SEND_DEADLINE = 5.0  # it holds the gate's one slot: keep it short
 
 
 class SyncEventReporter:
@@ -54,7 +55,9 @@ class SyncEventReporter:
         if not rows:
             return
         body = orjson.dumps(rows)
-        verdict, error = await self.gate.send(lambda: self.client.insert_sync_events(body))
+        verdict, error = await self.gate.send(
+            lambda: self.client.insert_sync_events(body), deadline=SEND_DEADLINE
+        )
         if verdict is Verdict.STORED:
             if self._failing:
                 log.info("sync_events_recovered")

@@ -23,7 +23,15 @@ from typing import Any, ClassVar
 import trio
 
 from .batching import Batch, split
-from .gate import CONNECTED, OFFLINE, RATE_LIMITED, REJECTED, SCHEMA_MISMATCH, UpstreamGate
+from .gate import (
+    CONNECTED,
+    OFFLINE,
+    RATE_LIMITED,
+    REJECTED,
+    REQUEST_REJECTED,
+    SCHEMA_MISMATCH,
+    UpstreamGate,
+)
 from .ledger import FileLedger
 from .logs import get_logger
 from .policy import Action, Verdict, backoff_delay, decide, slow_down_delay
@@ -33,9 +41,14 @@ from .store import QueuedRecord
 
 log = get_logger("uploader")
 
+PAUSE_STATE = {
+    Verdict.SCHEMA_MISMATCH: SCHEMA_MISMATCH,
+    Verdict.REJECTED: REJECTED,
+    Verdict.UNEXPECTED: REQUEST_REJECTED,
+}
 SLOW_DOWN_CAP = 60.0  # longest self-chosen pause between 429/503 retries (Retry-After may exceed)
 REFUSAL_BACKOFF_CAP = 60.0
-SPILL_TIMEOUT = 2.0  # at shutdown: how long to commit unsent batches to the queue
+SPILL_TIMEOUT = 1.5  # at shutdown: how long to commit unsent batches to the queue
 
 
 class Wakeup:
@@ -90,6 +103,8 @@ class Delivery:
     stop_on_trouble: ClassVar[bool] = False
 
     async def deliver(self, batch: Batch) -> None:
+        # A batch leaves `pending` only once its outcome is durable (stored, queued, dead-
+        # lettered): whatever interrupts us finds every unfinished record here to spill.
         pending: deque[Batch] = deque([batch])
         slow_tries = 0
         try:
@@ -103,10 +118,9 @@ class Delivery:
                     continue
                 verdict, error = await self.gate.send(lambda b=current: self._upsert(b))
                 action = decide(verdict, len(current), slow_tries, self.rate_limit_max_retries)
-                if action is not Action.RETRY:
-                    pending.popleft()
                 if action is Action.ACKNOWLEDGE:
                     await self.stored(current)
+                    pending.popleft()
                     self.gate.set_state(CONNECTED)
                     self.status.consecutive_upload_failures = 0
                     continue
@@ -117,9 +131,11 @@ class Delivery:
                     if verdict is Verdict.SPLIT:
                         # the batcher's invariants should make this impossible: say so loudly
                         log.error("batch_invariant_broken", code=error.code, error=error.summary)
+                    pending.popleft()
                     pending.extendleft(reversed(split(current)))
                 elif action is Action.REFUSE_ONE:
                     await self.refused(current, error)
+                    pending.popleft()
                 elif action is Action.DEAD_LETTER:
                     record = current.records[0]
                     await self.ledger.dead_letter(
@@ -131,6 +147,7 @@ class Delivery:
                         message=error.message,
                         attempts=getattr(record, "attempts", 0) + 1,
                     )
+                    pending.popleft()
                 elif action is Action.RETRY:
                     slow_tries += 1
                     delay = slow_down_delay(
@@ -150,19 +167,19 @@ class Delivery:
                         attempt=slow_tries,
                     )
                 else:  # QUEUE or PAUSE
-                    if action is Action.PAUSE:
-                        state = SCHEMA_MISMATCH if verdict is Verdict.SCHEMA_MISMATCH else REJECTED
-                    else:
-                        state = OFFLINE
+                    state = PAUSE_STATE.get(verdict, OFFLINE)
                     self.gate.set_state(state, error.summary)
                     await self.upstream_unavailable(current, error)
+                    pending.popleft()
                     if self.stop_on_trouble:
                         return
-        except trio.Cancelled:
-            # shutdown deadline: what is read but not acknowledged goes to the queue if it can
-            with trio.CancelScope(shield=True), trio.move_on_after(SPILL_TIMEOUT):
-                for unsent in pending:
-                    await self.spill(unsent)
+        except BaseException:
+            # shutdown deadline or a crash: what is read but not acknowledged goes to the queue
+            # if it can in time (a second signal skips this: the restart re-sends it anyway)
+            if not self.status.force_exit:
+                with trio.CancelScope(shield=True), trio.move_on_after(SPILL_TIMEOUT):
+                    for unsent in pending:
+                        await self.spill(unsent)
             raise
 
     async def _upsert(self, batch: Batch) -> None:
@@ -236,7 +253,7 @@ class LiveDelivery(Delivery):
         self.status.activity.add("queued", f"{len(batch)} sessions queued ({self.gate.state})")
 
     async def spill(self, batch: Batch) -> None:
-        await self.ledger.enqueue(batch, error="shutdown")
+        await self.ledger.enqueue(batch, error="shutdown", spill=True)
 
 
 class QueuedDelivery(Delivery):

@@ -150,6 +150,8 @@ class RegistryWatcher:
                             )
                             return  # only a one-shot scan ends
                         except (OSError, RegistryError) as exc:
+                            if pc_status.state == "running":
+                                delay = RETRY_MIN  # it had recovered: start the backoff afresh
                             reason = str(exc) if isinstance(exc, RegistryError) else _os_reason(exc)
                             if pc_status.reason != reason:
                                 log.error(
@@ -164,8 +166,10 @@ class RegistryWatcher:
                             await trio.sleep(delay)
                             delay = min(delay * 2, RETRY_MAX)
             finally:
-                self.ledger.trackers.pop(pc.id, None)
-                self.roots.pop(pc.id, None)
+                # a restarted PC (new watch_path) may already have registered its own
+                if self.ledger.trackers.get(pc.id) is tracker:
+                    del self.ledger.trackers[pc.id]
+                    self.roots.pop(pc.id, None)
 
 
 class _Ready:
