@@ -141,3 +141,38 @@ def test_two_agents_on_one_nas_end_in_the_same_exact_state(
     finally:
         for agent in agents:
             agent.kill()
+
+
+def test_sigterm_with_an_upload_hanging_exits_0_within_10s_and_loses_nothing(
+    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    nas = tmp_path / "nas"
+    build_nas(nas, pcs=3, sessions_per_pc=30, seed=SEED + 2)
+    env = agent_env(
+        nas=nas,
+        queue=tmp_path / "queue",
+        gateway_url=fresh_gateway.url,
+        key=fresh_gateway.key,
+        batch_size=10,
+        log_level="INFO",
+    )
+    hold = ResponseHold()
+    fresh_gateway.after_upstream = hold
+    hold.arm()
+    agent = AgentProcess(env, tmp_path / "agent.log").start()
+    try:
+        assert hold.held.wait(20), "no upload reached the gateway"
+        code, seconds = agent.stop()  # the upload in flight never gets its answer
+        print(f"SIGTERM with an upload hanging: exit {code} in {seconds:.2f}s")
+        assert code == 0 and seconds < 10, agent.tail()
+        assert queue_figures(tmp_path / "queue")["pending"] > 0  # the rest was spilled, durably
+    finally:
+        hold.release.set()
+        agent.kill()
+    agent = AgentProcess(env, tmp_path / "agent.log").start()
+    try:
+        took = wait_until_equal(nas, clean_db.dsn, timeout=30)
+        print(f"after the restart: table equal to the NAS in {took:.2f}s")
+        assert agent.stop()[0] == 0
+    finally:
+        agent.kill()

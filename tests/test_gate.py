@@ -135,3 +135,44 @@ async def test_refused_then_queued_never_leaves_a_record_only_in_memory(tmp_path
         assert "1.json" in await store.file_states("PC01")
     finally:
         await store.close()
+
+
+async def test_a_batch_the_busy_uploader_does_not_take_in_time_goes_to_the_queue(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "pending.db")
+    try:
+        status = AgentStatus()
+        slots = UploadSlots()
+        batcher = Batcher(
+            BatchBuffer(batch_size=10, max_batch_bytes=10**6, linger=0.05, flush_interval=0.3),
+            slots,
+            status,
+            FileLedger(store, status),
+        )
+        record_send, record_recv = trio.open_memory_channel[SessionRecord](10)
+        batch_send, batch_recv = trio.open_memory_channel[Batch](0)
+        taken: list[Batch] = []
+
+        async def stuck_uploader() -> None:
+            slots.set_free(+1)
+            taken.append(await batch_recv.receive())
+            slots.set_free(-1)
+            await trio.sleep_forever()  # an upload that never ends
+
+        with trio.move_on_after(1.5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stuck_uploader)
+                nursery.start_soon(batcher.run, record_recv, batch_send)
+                await record_send.send(record(1))
+                await trio.sleep(0.2)  # record 1 is with the uploader now
+                for n in (2, 3):
+                    await record_send.send(record(n))
+                await trio.sleep(1.0)  # past flush_interval: 2 and 3 must not stay in memory
+                queued = sorted(r.session_id - 10**17 for r in await store.due(100, 10**9))
+                assert [[r.session_id - 10**17 for r in b.records] for b in taken] == [[1]]
+                assert queued == [2, 3]
+                assert len(batcher.buffer) == 0
+                nursery.cancel_scope.cancel()
+    finally:
+        await store.close()

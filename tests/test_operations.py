@@ -129,6 +129,21 @@ def test_health_metrics_status_and_no_secret_anywhere(ops: dict) -> None:
         assert ("gfxsync_scan_seconds_count", (("pc", "PC01"),)) in m
         outputs.append(httpx.get(f"{url}/metrics").text)
 
+        # sync_events: batched, best-effort rows with counts, once no session data waits
+        created = wait_for(
+            lambda: (
+                infra.query(
+                    ops["dsn"],
+                    "select coalesce(sum(record_count), 0) as n from sync_events"
+                    " where event_type = 'created'",
+                )[0]["n"]
+                >= len(ops["sessions"])
+            ),
+            15,
+            "sync_events rows",
+        )
+        assert created
+
         # /api/status: ids as exact strings, PCs with their counts
         status = httpx.get(f"{url}/api/status").json()
         assert [pc["id"] for pc in status["pcs"]] == ["PC01", "PC02", "PC03"]

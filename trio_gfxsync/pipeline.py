@@ -259,10 +259,27 @@ class Batcher:
                     now = trio.current_time()
                     free = self.slots.free > 0
                     if self.buffer.due(now, uploader_free=free, closed=closed):
+                        oldest = self.buffer.oldest_arrival or now
                         in_hand = self.buffer.take()
                         self.status.batch_pending = len(self.buffer)
                         room.set()
-                        await batches.send(in_hand)
+                        sent = False
+                        # flush_interval bounds the wait in memory: a batch the busy uploader
+                        # has not taken by then goes to the durable queue (acknowledged there,
+                        # sent next by the drainer). At shutdown it simply waits its turn.
+                        if free or closed:
+                            await batches.send(in_hand)
+                            sent = True
+                        else:
+                            with trio.move_on_at(oldest + self.buffer.flush_interval):
+                                await batches.send(in_hand)
+                                sent = True
+                        if not sent:
+                            await self.ledger.enqueue(in_hand, error="uploader busy")
+                            log.info("batch_deferred_to_queue", records=len(in_hand))
+                            self.status.activity.add(
+                                "queued", f"{len(in_hand)} sessions queued (uploader busy)"
+                            )
                         in_hand = None
                         continue
                     changed = wakeup.event

@@ -1,0 +1,173 @@
+"""Stage-level tests: the reader's read outcomes on real files, the batcher stage's timing under
+trio's autojump clock, the alert book, and the log summary of repeated errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import orjson
+import trio
+import trio.testing
+
+from trio_gfxsync.alerts import AlertBook, Figures, Thresholds, evaluate
+from trio_gfxsync.batching import Batch, BatchBuffer
+from trio_gfxsync.logs import RepeatSummary
+from trio_gfxsync.pipeline import Batcher, Unreadable, Unsettled, Vanished, read_change
+from trio_gfxsync.pokergfx import NotJson, SessionRecord, parse_session
+from trio_gfxsync.scanner import FileChange
+from trio_gfxsync.status import AgentStatus
+from trio_gfxsync.uploader import UploadSlots
+
+
+def change_for(path: Path, rel: str, *, settled: bool) -> FileChange:
+    st = path.stat()
+    return FileChange("PC01", rel, st.st_size, st.st_mtime_ns, "created", settled)
+
+
+def test_reader_outcomes_on_real_files(tmp_path: Path) -> None:
+    good = tmp_path / "GameID=5.json"
+    good.write_bytes(orjson.dumps({"ID": 5, "Hands": [{}, {}]}))
+    outcome = read_change(good, change_for(good, good.name, settled=False), 10**6)
+    assert isinstance(outcome, SessionRecord) and outcome.hand_count == 2
+
+    half = tmp_path / "GameID=6.json"
+    half.write_bytes(b'{"ID": 6, "Hands": [')  # PokerGFX caught mid-rewrite
+    assert isinstance(
+        read_change(half, change_for(half, half.name, settled=False), 10**6), Unsettled
+    )
+    broken = read_change(half, change_for(half, half.name, settled=True), 10**6)
+    assert isinstance(broken, Unreadable) and isinstance(broken.error, NotJson)
+    assert len(broken.sha256) == 64
+
+    moved = change_for(half, half.name, settled=True)
+    os.utime(half, ns=(moved.mtime_ns + 10**9, moved.mtime_ns + 10**9))  # changed since the poll
+    assert isinstance(read_change(half, moved, 10**6), Unsettled)
+
+    big = tmp_path / "GameID=7.json"
+    big.write_bytes(b" " * 5000)
+    assert isinstance(read_change(big, change_for(big, big.name, settled=False), 4096), Unsettled)
+    too_large = read_change(big, change_for(big, big.name, settled=True), 4096)
+    assert isinstance(too_large, Unreadable) and too_large.error.reason == "too_large"
+
+    gone = change_for(good, good.name, settled=True)
+    good.unlink()
+    assert isinstance(read_change(good, gone, 10**6), Vanished)
+
+
+def rec(n: int, pc: str = "PC01") -> SessionRecord:
+    return parse_session(
+        orjson.dumps({"ID": 10**17 + n, "Hands": []}),
+        pc_id=pc,
+        rel_path=f"{n}.json",
+        mtime_ns=n,
+        max_file_bytes=10**6,
+    )
+
+
+async def run_batcher_scenario(
+    arrivals: list[tuple[float, int]], upload_seconds: float
+) -> list[tuple[float, list[int]]]:
+    """Feed records at the given times; one uploader takes `upload_seconds` per batch.
+    Returns (time the batch was handed over, session numbers)."""
+    status = AgentStatus()
+    slots = UploadSlots()
+    batcher = Batcher(
+        BatchBuffer(batch_size=3, max_batch_bytes=10**6, linger=0.25, flush_interval=5.0),
+        slots,
+        status,
+        None,  # type: ignore[arg-type]  # no spill in this scenario
+    )
+    record_send, record_recv = trio.open_memory_channel[SessionRecord](100)
+    batch_send, batch_recv = trio.open_memory_channel[Batch](0)
+    handed: list[tuple[float, list[int]]] = []
+    start = trio.current_time()
+
+    async def uploader() -> None:
+        async with batch_recv:
+            while True:
+                slots.set_free(+1)
+                try:
+                    batch = await batch_recv.receive()
+                except trio.EndOfChannel:
+                    return
+                finally:
+                    slots.set_free(-1)
+                handed.append(
+                    (trio.current_time() - start, [r.session_id - 10**17 for r in batch.records])
+                )
+                await trio.sleep(upload_seconds)
+
+    async def feeder() -> None:
+        async with record_send:
+            for at, n in arrivals:
+                await trio.sleep_until(start + at)
+                await record_send.send(rec(n))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(uploader)
+        nursery.start_soon(feeder)
+        nursery.start_soon(batcher.run, record_recv, batch_send)
+    return handed
+
+
+async def test_batcher_lingers_when_free_and_fills_while_busy(autojump_clock) -> None:
+    handed = await run_batcher_scenario([(0.0, 1), (0.1, 2), (1.0, 3), (1.1, 4), (1.2, 5)], 2.0)
+    # record 1 waits the linger (0.25 s) and takes record 2 along; the uploader is then busy
+    # for 2 s, records 3-5 fill a batch (batch_size 3), which goes the moment it is free
+    assert handed[0][1] == [1, 2] and abs(handed[0][0] - 0.25) < 1e-6
+    assert handed[1][1] == [3, 4, 5] and abs(handed[1][0] - 2.25) < 1e-6
+
+
+async def test_batcher_flushes_at_once_when_intake_ends(autojump_clock) -> None:
+    handed = await run_batcher_scenario([(0.0, 1)], 0.0)
+    assert handed == [(0.0, [1])]  # end of stream: no linger
+
+
+def test_alert_book_reports_start_and_clear_once() -> None:
+    t = Thresholds()
+    quiet = Figures(10.0, 100.0, 0, 0, 0, 0, 0)
+    loud = Figures(85.0, 600.0, 600, 6000, 12, 5, 2, ("PC09",))
+    names = {a.name: a.level for a in evaluate(loud, t)}
+    assert names == {
+        "nas_disk_usage": "warn",
+        "agent_memory": "warn",
+        "batch_pending": "warn",
+        "offline_pending": "critical",
+        "records_retried": "review",
+        "upload_failures": "warn",
+        "dead_letters": "review",
+        "watch_path_missing": "warn",
+    }
+    book = AlertBook()
+    started, cleared = book.update(evaluate(loud, t), now=1.0)
+    assert len(started) == 8 and cleared == []
+    started, cleared = book.update(evaluate(loud, t), now=2.0)
+    assert started == [] and cleared == []  # still on: not logged again
+    assert book.active["dead_letters"][1] == 1.0  # since when
+    started, cleared = book.update(evaluate(quiet, t), now=3.0)
+    assert started == [] and len(cleared) == 8
+
+
+def test_repeated_errors_are_logged_once_then_summarised() -> None:
+    now = [0.0]
+    summary = RepeatSummary(window=60.0, clock=lambda: now[0])
+
+    def record(event: str, **fields: object) -> logging.LogRecord:
+        r = logging.LogRecord("trio_gfxsync.x", logging.ERROR, __file__, 1, event, None, None)
+        r.gfx_fields = fields  # type: ignore[attr-defined]
+        return r
+
+    assert summary.filter(record("pc_scan_failed", pc_id="PC01", error="gone"))
+    for _ in range(29):  # every 2 s poll for a minute
+        now[0] += 2
+        assert not summary.filter(record("pc_scan_failed", pc_id="PC01", error="gone"))
+    assert summary.filter(record("pc_scan_failed", pc_id="PC02", error="gone"))  # other PC
+    now[0] += 2
+    again = record("pc_scan_failed", pc_id="PC01", error="gone")
+    assert summary.filter(again)
+    assert again.gfx_fields["repeated"] == 29  # type: ignore[attr-defined]
+    info = logging.LogRecord("x", logging.INFO, __file__, 1, "file_created", None, None)
+    info.gfx_fields = {}  # type: ignore[attr-defined]
+    assert all(summary.filter(info) for _ in range(3))  # routine events are never held back
