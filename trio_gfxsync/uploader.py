@@ -203,6 +203,33 @@ class Delivery:
     async def spill(self, batch: Batch) -> None:
         raise NotImplementedError
 
+    async def refusal_counted(
+        self, record: Any, batch: Batch, error: UpstreamError, *, attempts: int
+    ) -> bool:
+        """Count one refusal of a record by the table; True when it went to the dead letter."""
+        if attempts > self.max_retries:
+            await self.ledger.dead_letter(
+                record,
+                [v for _, v in batch.superseded],
+                reason="refused",
+                status=error.status,
+                code=error.code,
+                message=error.message,
+                attempts=attempts,
+            )
+            return True
+        log.warning(
+            "record_refused",
+            pc_id=record.version.pc_id,
+            path=record.version.rel_path,
+            session_id=str(record.session_id),
+            status=error.status,
+            code=error.code,
+            error=error.message,
+            attempts=attempts,
+        )
+        return False
+
     def refusal_delay(self, attempts: int) -> float:
         return backoff_delay(
             attempts, base=self.rate_limit_base_delay, cap=REFUSAL_BACKOFF_CAP, rng=self.rng
@@ -216,35 +243,12 @@ class LiveDelivery(Delivery):
         log.debug("batch_stored", records=len(batch), superseded=len(batch.superseded))
 
     async def refused(self, batch: Batch, error: UpstreamError) -> None:
+        # the first refusal: retried from the queue with backoff, so the live path never waits
         record = batch.records[0]
-        if self.max_retries < 1:
-            await self._dead_letter_refused(record, batch, error, 1)
+        if await self.refusal_counted(record, batch, error, attempts=1):
             return
-        log.warning(
-            "record_refused",
-            pc_id=record.version.pc_id,
-            path=record.version.rel_path,
-            session_id=str(record.session_id),
-            status=error.status,
-            code=error.code,
-            error=error.message,
-            attempts=1,
-        )
         await self.ledger.enqueue(
             batch, error=error.summary, attempts={record.key: 1}, delay=self.refusal_delay(1)
-        )
-
-    async def _dead_letter_refused(
-        self, record: Any, batch: Batch, error: UpstreamError, attempts: int
-    ) -> None:
-        await self.ledger.dead_letter(
-            record,
-            [v for _, v in batch.superseded],
-            reason="refused",
-            status=error.status,
-            code=error.code,
-            message=error.message,
-            attempts=attempts,
         )
 
     async def upstream_unavailable(self, batch: Batch, error: UpstreamError | None) -> None:
@@ -269,28 +273,9 @@ class QueuedDelivery(Delivery):
     async def refused(self, batch: Batch, error: UpstreamError) -> None:
         record: QueuedRecord = batch.records[0]  # type: ignore[assignment]
         attempts = record.attempts + 1
-        if attempts > self.max_retries:
-            await self.ledger.dead_letter(
-                record,
-                (),
-                reason="refused",
-                status=error.status,
-                code=error.code,
-                message=error.message,
-                attempts=attempts,
-            )
+        if await self.refusal_counted(record, batch, error, attempts=attempts):
             self.ledger.made_room()
             return
-        log.warning(
-            "record_refused",
-            pc_id=record.version.pc_id,
-            path=record.version.rel_path,
-            session_id=str(record.session_id),
-            status=error.status,
-            code=error.code,
-            error=error.message,
-            attempts=attempts,
-        )
         await self.ledger.store.retry_later(
             record, attempts, self.refusal_delay(attempts), error.summary
         )
