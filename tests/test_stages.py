@@ -171,3 +171,59 @@ def test_repeated_errors_are_logged_once_then_summarised() -> None:
     info = logging.LogRecord("x", logging.INFO, __file__, 1, "file_created", None, None)
     info.gfx_fields = {}  # type: ignore[attr-defined]
     assert all(summary.filter(info) for _ in range(3))  # routine events are never held back
+
+
+async def test_an_unreadable_sub_folder_is_not_mistaken_for_deleted_files(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A day folder that cannot be listed keeps its files' last known state (no forget, no
+    re-send when it comes back) and is named, while the rest of the PC is scanned."""
+    from trio_gfxsync import scanner
+    from trio_gfxsync.scanner import FileTracker, ScanStats, compile_pattern, run_scanner
+    from trio_gfxsync.store import AckedFile
+
+    acked = {}
+    for day in ("1016", "1017"):
+        path = tmp_path / day / f"GameID={day}.json"
+        path.parent.mkdir()
+        path.write_bytes(b"{}")
+        acked[f"{day}/{path.name}"] = AckedFile(2, path.stat().st_mtime_ns, "x")
+    tracker = FileTracker(pc_id="PC01", acked=dict(acked))
+    forgotten: list[list[str]] = []
+
+    async def on_gone(pc_id: str, rels: list[str]) -> None:
+        forgotten.append(rels)
+
+    # tests run as root, who can list any folder: the SMB permission error is injected
+    real_scandir = os.scandir
+
+    def scandir(folder):  # type: ignore[no-untyped-def]
+        if str(folder).endswith("1017"):
+            raise PermissionError(13, "Permission denied", str(folder))
+        return real_scandir(folder)
+
+    monkeypatch.setattr(scanner.os, "scandir", scandir)
+    stats = ScanStats()
+    send, recv = trio.open_memory_channel[FileChange](10)
+
+    async def scan(task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+        await run_scanner(
+            tracker,
+            tmp_path,
+            compile_pattern("*.json"),
+            send,
+            poll_interval=0.1,
+            stats=stats,
+            on_gone=on_gone,
+            task_status=task_status,
+        )
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scan)
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert forgotten == []
+    assert set(tracker.acked) == set(acked)
+    assert stats.problems == {"1017": "Permission denied"}
+    assert recv.statistics().current_buffer_used == 0  # nothing re-sent
+    monkeypatch.undo()

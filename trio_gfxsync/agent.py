@@ -136,13 +136,14 @@ class Agent:
                 finally:
                     http_stop.set()
             finally:
-                # the store first: its last commits matter more than a polite TLS goodbye
+                # stop the monitor and the HTTP side first: nothing may query a closed store
+                root.cancel_scope.cancel()
+                # the store before the client: its last commits matter more than a TLS goodbye
                 with trio.CancelScope(shield=True):
                     with trio.move_on_after(CLOSE_TIMEOUT):
                         await store.close()
                     with trio.move_on_after(CLIENT_CLOSE_TIMEOUT):
                         await client.aclose()
-            root.cancel_scope.cancel()
         log.info("agent_stopped", graceful=self.shutdown.requested)
 
     async def _report_failure(self, exc: Exception) -> None:
@@ -207,6 +208,7 @@ class Agent:
             slots,
             status,
             ledger,
+            defer_to_queue=not self.once,
         )
         reader = Reader(ledger, status, roots, settings.max_file_bytes, settings.error_dir)
         watcher = RegistryWatcher(

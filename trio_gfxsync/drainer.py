@@ -31,6 +31,7 @@ PAUSED_PROBE = (25.0, 35.0)  # around DESIGN's 30 s
 # a batch failing as "down" this soon after a successful probe is suspected, not the upstream
 SUSPECT_WINDOW = 10.0
 SUSPECT_DELAY = 5.0
+TIMEOUT_KINDS = frozenset({"Timeout", "ReadTimeout", "WriteTimeout", "PoolTimeout"})
 
 
 class Drainer:
@@ -83,19 +84,23 @@ class Drainer:
                     await self.ledger.reload_states()
                 records = await self.ledger.store.due(self._drain_size, self.max_batch_bytes)
                 if records:
+                    sent_at = trio.current_time()
                     await self.delivery.deliver(Batch(tuple(records)))  # type: ignore[arg-type]
-                    await self._after_delivery(records)
+                    await self._after_delivery(records, sent_at)
                     await self._refresh_counts()
                     continue
                 await self._refresh_counts()
                 await self._idle()
 
-    async def _after_delivery(self, records: list) -> None:  # type: ignore[type-arg]
-        """Upstream answered a probe a moment ago, yet this batch failed as if it were down:
-        it may be the batch itself (a statement timeout on a big one, say). Let the other rows
-        go first for a moment, and send smaller batches until one gets through."""
-        probe_was_recent = trio.current_time() - self._last_probe_ok < SUSPECT_WINDOW
-        if self.gate.state == OFFLINE and probe_was_recent:
+    async def _after_delivery(self, records: list, sent_at: float) -> None:  # type: ignore[type-arg]
+        """Upstream answered a probe just before this batch went out, yet the batch failed as if
+        upstream were down (or timed out): it may be the batch itself (a statement timeout on a
+        big one, say). Let the other rows go first for a moment, and send smaller batches until
+        they get through again."""
+        down = self.gate.state == OFFLINE and self.delivery.last_verdict is Verdict.DOWN
+        probe_just_before = self._last_probe_ok >= sent_at - SUSPECT_WINDOW
+        timed_out = self.delivery.last_error_kind in TIMEOUT_KINDS
+        if down and (probe_just_before or timed_out):
             self._drain_size = max(1, self._drain_size // 2)
             await self.ledger.store.postpone(records, SUSPECT_DELAY)
             log.warning(
@@ -105,7 +110,7 @@ class Drainer:
                 next_batch_size=self._drain_size,
             )
         elif self.gate.state == CONNECTED:
-            self._drain_size = self.batch_size
+            self._drain_size = min(self.batch_size, self._drain_size * 2)  # grow back gently
 
     async def _refresh_counts(self) -> None:
         self.status.queue_counts = await self.ledger.store.counts()
@@ -130,7 +135,10 @@ class Drainer:
             await self._probe()
 
     async def _probe(self) -> None:
-        verdict, error = await self.gate.send(self.client.probe)
+        # offline: a cheap read tells whether upstream is back. Paused (a grant, the conflict
+        # key, a read-only database...): only the write that failed can tell it is fixed.
+        probe = self.client.probe_write if self.gate.state in PAUSED else self.client.probe
+        verdict, error = await self.gate.send(probe)
         reason = error.summary if error else None
         if verdict is Verdict.STORED:
             self._last_probe_ok = trio.current_time()

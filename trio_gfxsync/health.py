@@ -23,6 +23,7 @@ class PcHealth:
     state: str
     reason: str | None
     stale_for: float | None = None  # seconds since the last complete poll, when overdue
+    unreadable: tuple[str, ...] = ()  # sub-folders the last poll could not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,8 @@ def assess(h: HealthInputs) -> Health:
             meh.append(
                 f"PC {pc.id}: no complete scan for {pc.stale_for:.0f} s (NAS not answering?)"
             )
+        if pc.unreadable:
+            meh.append(f"PC {pc.id}: sub-folder(s) unreadable: {', '.join(pc.unreadable)}")
     if h.registry_error:
         meh.append(f"registry invalid, last good one kept: {h.registry_error}")
     for alert in h.alerts:

@@ -104,6 +104,7 @@ class FileLedger:
         attempts: dict[tuple[str, int], int] | None = None,
         delay: float = 0.0,
         spill: bool = False,
+        front: bool = False,
     ) -> None:
         """Commit the batch to pending_sync; its file versions are acknowledged with it.
 
@@ -113,7 +114,7 @@ class FileLedger:
             await self._wait_for_room()
         versions = newest_per_file(batch.versions)
         await self.store.enqueue(
-            batch.records, versions, attempts=attempts, delay=delay, error=error
+            batch.records, versions, attempts=attempts, delay=delay, error=error, front=front
         )
         self._tell_scanners(versions)
         self.queued.set()

@@ -78,7 +78,13 @@ def health_inputs(status: AgentStatus) -> HealthInputs:
         failure=status.failure,
         registry_error=status.registry_error,
         pcs=tuple(
-            PcHealth(pc_id, pc.state, pc.reason, stale_for(pc, status.poll_interval))
+            PcHealth(
+                pc_id,
+                pc.state,
+                pc.reason,
+                stale_for(pc, status.poll_interval),
+                tuple(sorted(pc.scan.problems)),
+            )
             for pc_id, pc in status.pcs.items()
         ),
         alerts=tuple(status.alerts),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
@@ -132,6 +132,8 @@ class Reader:
                     path=change.rel_path,
                     session_id=record.session_id,
                 )
+                if not change.live:
+                    record = replace(record, live=False)
                 log.info(
                     "file_" + change.kind,
                     **fields,
@@ -226,6 +228,8 @@ class Batcher:
     slots: UploadSlots
     status: AgentStatus
     ledger: FileLedger
+    # `scan` ends when the files are acknowledged: deferring to the queue would end it early
+    defer_to_queue: bool = True
 
     async def run(
         self,
@@ -259,7 +263,8 @@ class Batcher:
                     now = trio.current_time()
                     free = self.slots.free > 0
                     if self.buffer.due(now, uploader_free=free, closed=closed):
-                        oldest = self.buffer.oldest_arrival or now
+                        arrival = self.buffer.oldest_arrival
+                        oldest = now if arrival is None else arrival
                         in_hand = self.buffer.take()
                         self.status.batch_pending = len(self.buffer)
                         room.set()
@@ -267,7 +272,7 @@ class Batcher:
                         # flush_interval bounds the wait in memory: a batch the busy uploader
                         # has not taken by then goes to the durable queue (acknowledged there,
                         # sent next by the drainer). At shutdown it simply waits its turn.
-                        if free or closed:
+                        if free or closed or not self.defer_to_queue:
                             await batches.send(in_hand)
                             sent = True
                         else:
@@ -275,7 +280,9 @@ class Batcher:
                                 await batches.send(in_hand)
                                 sent = True
                         if not sent:
-                            await self.ledger.enqueue(in_hand, error="uploader busy")
+                            # a live change must not wait behind deferred backfill: first out
+                            front = any(getattr(r, "live", True) for r in in_hand.records)
+                            await self.ledger.enqueue(in_hand, error="uploader busy", front=front)
                             log.info("batch_deferred_to_queue", records=len(in_hand))
                             self.status.activity.add(
                                 "queued", f"{len(in_hand)} sessions queued (uploader busy)"

@@ -109,6 +109,7 @@ class SessionRecord:
     session_created_at: str | None
     raw_json: bytes = field(repr=False)
     row: bytes = field(repr=False)
+    live: bool = True  # False for the startup backfill: a live change goes first everywhere
 
     @property
     def key(self) -> tuple[str, int]:

@@ -18,12 +18,15 @@ MAX_ID_LENGTH = 128
 
 
 # Folders a NAS or an SMB client keeps for itself: never PCs, never scanned
-SYSTEM_FOLDERS = frozenset({"#recycle", "#snapshot", "$RECYCLE.BIN", "System Volume Information"})
+SYSTEM_FOLDERS = frozenset(
+    name.casefold()
+    for name in ("#recycle", "#snapshot", "$RECYCLE.BIN", "System Volume Information")
+)
 
 
 def is_system_folder(name: str) -> bool:
     """Dot-folders, Synology's @eaDir/@tmp/#recycle, Windows' recycle bin."""
-    return name.startswith((".", "@")) or name in SYSTEM_FOLDERS
+    return name.startswith((".", "@")) or name.casefold() in SYSTEM_FOLDERS
 
 
 class RegistryError(Exception):

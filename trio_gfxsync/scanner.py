@@ -228,6 +228,15 @@ async def run_scanner(
             if stats.problems.get(folder) != reason:
                 log.warning("subfolder_unreadable", pc_id=tracker.pc_id, path=folder, error=reason)
         stats.problems = problems
+        if problems:
+            # an unreadable folder is not an empty one: its files keep their last known state
+            # (or a flaky SMB folder would be forgotten and re-sent on every flip)
+            hidden = tuple(f"{folder}/" for folder in problems)
+            known = {rel: (a.size, a.mtime_ns) for rel, a in tracker.acked.items()}
+            known.update(tracker.previous)
+            for rel, stat in known.items():
+                if rel.startswith(hidden) and rel not in snapshot:
+                    snapshot[rel] = stat
         found, gone = tracker.diff(snapshot)
         if gone and on_gone is not None:
             await on_gone(tracker.pc_id, gone)

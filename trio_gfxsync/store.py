@@ -433,15 +433,17 @@ class Store:
         attempts: dict[tuple[str, int], int] | None = None,
         delay: float = 0.0,
         error: str | None = None,
+        front: bool = False,
     ) -> None:
-        """Queue records and, in the same transaction, acknowledge the file versions they carry."""
+        """Queue records and, in the same transaction, acknowledge the file versions they carry.
+        `front`: the drainer takes them before everything else (live changes)."""
         if records or acked:
             await self._write(
                 self._enqueue,
                 list(records),
                 list(acked),
                 attempts or {},
-                time.time() + delay,
+                0.0 if front else time.time() + delay,
                 error,
             )
 
@@ -514,7 +516,7 @@ class Store:
     def _postpone(self, records: list[QueuedRecord], when: float) -> None:
         self._transaction(
             lambda conn: conn.executemany(
-                """UPDATE pending_sync SET next_attempt_at = ?
+                """UPDATE pending_sync SET next_attempt_at = max(next_attempt_at, ?)
                    WHERE pc_id = ? AND session_id = ? AND sha256 = ?""",
                 [(when, r.version.pc_id, r.session_id, r.version.sha256) for r in records],
             )

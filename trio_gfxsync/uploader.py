@@ -101,6 +101,8 @@ class Delivery:
     rng: random.Random
     # queued batches stop at the first upstream trouble (they stay queued, the drainer probes)
     stop_on_trouble: ClassVar[bool] = False
+    last_verdict: Verdict | None = None  # of the last answer, for the drainer's judgement
+    last_error_kind: str | None = None
 
     async def deliver(self, batch: Batch) -> None:
         # A batch leaves `pending` only once its outcome is durable (stored, queued, dead-
@@ -117,6 +119,8 @@ class Delivery:
                         return
                     continue
                 verdict, error = await self.gate.send(lambda b=current: self._upsert(b))
+                self.last_verdict = verdict
+                self.last_error_kind = error.kind if error is not None else None
                 action = decide(verdict, len(current), slow_tries, self.rate_limit_max_retries)
                 if action is Action.ACKNOWLEDGE:
                     await self.stored(current)
@@ -148,6 +152,7 @@ class Delivery:
                         attempts=getattr(record, "attempts", 0) + 1,
                     )
                     pending.popleft()
+                    self.ledger.made_room()
                 elif action is Action.RETRY:
                     slow_tries += 1
                     delay = slow_down_delay(
