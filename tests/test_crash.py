@@ -37,10 +37,11 @@ class ResponseHold:
         self.release = threading.Event()
 
     def __call__(self, request: infra.GatewayRequest, status: int) -> bool:
-        if not (self.armed and request.path == "/gfx_sessions" and 200 <= status < 300):
-            return False
+        upsert = request.method == "POST" and request.path == "/gfx_sessions"
+        if not (self.armed and upsert and 200 <= status < 300):
+            return False  # probes (GET, or an empty POST) commit nothing
         if request.body == b"[]":
-            return False  # a probe: nothing committed
+            return False
         self.armed = False
         self.held.set()
         self.release.wait(30)
