@@ -14,8 +14,6 @@ from typing import Any
 import httpx
 import orjson
 
-from .activity import iso
-
 PROBE_TIMEOUT = 4.0
 
 
@@ -65,10 +63,11 @@ def fetch_status(host: str, port: int, token: str | None) -> dict[str, Any]:
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
     return [line(headers), *(line(r) for r in rows)]
 
 
@@ -103,6 +102,3 @@ def format_status(doc: dict[str, Any]) -> str:
             f"  [{a['level']}] {a['name']}: {a['message']}" for a in doc["alerts"]
         ]
     return "\n".join(out)
-
-
-__all__ = ["fetch_status", "format_status", "healthcheck", "iso"]
