@@ -28,6 +28,7 @@ log = get_logger("monitor")
 
 MONITOR_INTERVAL = 2.0
 DISK_TIMEOUT = 2.0
+DEAD_LETTERS_SHOWN = 100
 
 
 def thresholds(settings: Settings) -> Thresholds:
@@ -113,8 +114,8 @@ class Monitor:
         status = self.status
         status.queue_counts = counts = await self.store.counts()
         status.sessions_synced = await self.store.sessions_synced()
-        if counts.dead_letters + counts.quarantined != len(status.dead_letter_list):
-            status.dead_letter_list = (await self.store.dead_letters())[-100:]
+        # re-read every time (bounded): a re-quarantined file changes its reason, not the count
+        status.dead_letter_list = await self.store.recent_dead_letters(DEAD_LETTERS_SHOWN)
         disk = None
         with trio.move_on_after(DISK_TIMEOUT):
             try:

@@ -42,7 +42,6 @@ class AgentStatus:
     files_seen: Counter[str] = field(default_factory=Counter)
     sessions_upserted: Counter[str] = field(default_factory=Counter)
     sessions_synced: dict[str, int] = field(default_factory=dict)  # from the store, refreshed
-    batches_uploaded: int = 0
     batch_pending: int = 0
     last_upload_error: str | None = None
     queue_counts: QueueCounts = field(default_factory=lambda: QueueCounts(0, 0, 0, 0, 0))

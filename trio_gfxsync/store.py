@@ -645,6 +645,15 @@ class Store:
     async def dead_letters(self) -> list[DeadLetter]:
         return await self._run(self._dead_letters)
 
+    async def recent_dead_letters(self, limit: int) -> list[DeadLetter]:
+        """The newest `limit` entries (bounded: the dashboard reads it every refresh)."""
+        newest = await self._run(
+            self._dead_letters,
+            "WHERE id IN (SELECT id FROM dead_letter ORDER BY last_seen DESC, id DESC LIMIT ?)",
+            (limit,),
+        )
+        return sorted(newest, key=lambda e: (e.last_seen, e.id))
+
     async def get_dead_letter(self, entry_id: int) -> DeadLetter | None:
         found = await self._run(self._dead_letters, "WHERE id = ?", (entry_id,))
         return found[0] if found else None
