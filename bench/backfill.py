@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 from common import infra, real_stack, summary
 
-from tests.agent_process import AgentProcess, agent_env
-from tests.gen import build_nas
-from tests.harness import wait_until_equal
-from trio_gfxsync.batching import BatchBuffer
+from tests.support.agent import AgentProcess, agent_env
+from tests.support.tree import build_nas
+from tests.support.waits import wait_until_equal
+from trio_gfxsync.delivery.batching import BatchBuffer
 from trio_gfxsync.pokergfx import parse_session
-from trio_gfxsync.postgrest import UPSERT_PARAMS, UPSERT_PREFER
+from trio_gfxsync.targets.postgrest import UPSERT_PARAMS, UPSERT_PREFER
 
 
 def baseline(nas: Path, gateway: infra.Gateway) -> float:

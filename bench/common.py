@@ -12,7 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests import infra  # noqa: E402
+from tests.support import infra  # noqa: E402
 
 
 @contextlib.contextmanager

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from common import infra, real_stack, summary
 
-from tests.agent_process import AgentProcess, agent_env
-from tests.gen import build_nas, grow
-from tests.harness import wait_until_equal
+from tests.support.agent import AgentProcess, agent_env
+from tests.support.tree import build_nas, grow
+from tests.support.waits import wait_until_equal
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import orjson
 from common import infra, real_stack
 
-from tests.agent_process import AgentProcess, agent_env
-from tests.gen import build_nas, grow, make_session, write_session
-from tests.harness import queue_figures, wait_until_equal
+from tests.support.agent import AgentProcess, agent_env
+from tests.support.tree import build_nas, grow, make_session, write_session
+from tests.support.waits import queue_figures, wait_until_equal
 
 
 def main() -> None:

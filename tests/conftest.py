@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import infra
+from tests.support import infra
 
 # Chromium fixtures (`browser`, `page`) for the dashboard tests
-pytest_plugins = ["tests.browser"]
+pytest_plugins = ["tests.support.browser"]
 
 
 def _fail_on_infra_error(exc: infra.InfraError) -> None:

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from trio_gfxsync import logs
+from trio_gfxsync.errors import UpstreamError
 from trio_gfxsync.logs import ConsoleFormatter, EventLogger, JsonFormatter, register_secret, scrub
-from trio_gfxsync.postgrest import UpstreamError, auth_headers, error_from_response, is_jwt
+from trio_gfxsync.targets.postgrest import auth_headers, error_from_response, is_jwt
 
 SB_KEY = "sb_secret_N7fQx2LpZ9wR4tYv8KcM1hJ_3dGs6aEb"
 JWT_KEY = (

@@ -15,8 +15,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_gfxsync.batching import Batch, BatchBuffer, Key, keep_newest, split
-from trio_gfxsync.pokergfx import FileVersion, SessionRecord, parse_session
+from trio_gfxsync.delivery.batching import Batch, BatchBuffer, keep_newest, split
+from trio_gfxsync.pokergfx import SessionRecord, parse_session
+from trio_gfxsync.records import FileVersion, Key
 
 HYPOTHESIS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BIG = 1 << 40

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import infra
-from tests.agent_process import AgentProcess, agent_env
-from tests.gen import build_nas, grow
-from tests.harness import queue_figures, wait_until_equal
+from tests.support import infra
+from tests.support.agent import AgentProcess, agent_env
+from tests.support.tree import build_nas, grow
+from tests.support.waits import queue_figures, wait_until_equal
 
 pytestmark = pytest.mark.e2e
 

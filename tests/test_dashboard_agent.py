@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests import infra
-from tests.agent_process import AgentProcess, agent_env
-from tests.browser import ARTIFACTS
-from tests.gen import build_nas, make_session, write_session
-from tests.harness import wait_until_equal
+from tests.support import infra
+from tests.support.agent import AgentProcess, agent_env
+from tests.support.browser import ARTIFACTS
+from tests.support.tree import build_nas, make_session, write_session
+from tests.support.waits import wait_until_equal
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import ARTIFACTS
-from tests.dashboard_fixture import CannedServer, sample_status, start_canned_server
+from tests.support.browser import ARTIFACTS
+from tests.support.canned_dashboard import CannedServer, sample_status, start_canned_server
 
 BIG_ID = "999999999999999999"  # above 2^53: a JS Number would print 1000000000000000000
 REAL_ID = "638966318331324926"

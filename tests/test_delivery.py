@@ -16,14 +16,14 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_gfxsync.batching import Batch
-from trio_gfxsync.gate import UpstreamGate
-from trio_gfxsync.ledger import FileLedger
+from trio_gfxsync.delivery.batching import Batch
+from trio_gfxsync.delivery.gate import UpstreamGate
+from trio_gfxsync.delivery.uploader import LiveDelivery
+from trio_gfxsync.errors import UpstreamError
+from trio_gfxsync.observe.status import AgentStatus
 from trio_gfxsync.pokergfx import parse_session
-from trio_gfxsync.postgrest import UpstreamError
-from trio_gfxsync.status import AgentStatus
-from trio_gfxsync.store import Store
-from trio_gfxsync.uploader import LiveDelivery
+from trio_gfxsync.state.ledger import FileLedger
+from trio_gfxsync.state.store import Store
 
 
 class PostgrestLike:
@@ -75,8 +75,8 @@ async def test_every_record_ends_exactly_once(
         try:
             status = AgentStatus()
             delivery = LiveDelivery(
-                client=upstream,  # type: ignore[arg-type]
-                ledger=FileLedger(store, status),
+                target=upstream,
+                ledger=FileLedger(store),
                 gate=UpstreamGate(status),
                 status=status,
                 max_retries=max_retries,

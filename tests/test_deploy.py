@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from trio_gfxsync.cli import build_parser
-from trio_gfxsync.registry import parse_registry
+from trio_gfxsync.intake.registry import parse_registry
 from trio_gfxsync.settings import ENV_PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

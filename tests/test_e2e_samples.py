@@ -11,9 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests import infra
-from tests.agent_process import AgentProcess, agent_env
-from tests.nas import GROWING_SESSION, PC_FOLDER, copy_samples, expected_rows, mismatches, set_mtime
+from tests.support import infra
+from tests.support.agent import AgentProcess, agent_env
+from tests.support.truth import (
+    GROWING_SESSION,
+    PC_FOLDER,
+    copy_samples,
+    expected_rows,
+    mismatches,
+    set_mtime,
+)
 
 pytestmark = pytest.mark.e2e
 

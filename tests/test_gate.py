@@ -11,16 +11,15 @@ import pytest
 import trio
 import trio.testing
 
-from trio_gfxsync.batching import Batch, BatchBuffer
-from trio_gfxsync.gate import UpstreamGate
-from trio_gfxsync.ledger import FileLedger
-from trio_gfxsync.pipeline import Batcher
+from trio_gfxsync.delivery.batcher import Batcher, UploadSlots
+from trio_gfxsync.delivery.batching import Batch, BatchBuffer
+from trio_gfxsync.delivery.gate import UpstreamGate
+from trio_gfxsync.errors import UpstreamError
+from trio_gfxsync.observe.status import AgentStatus
 from trio_gfxsync.pokergfx import SessionRecord, parse_session
 from trio_gfxsync.policy import Verdict
-from trio_gfxsync.postgrest import UpstreamError
-from trio_gfxsync.status import AgentStatus
-from trio_gfxsync.store import Store
-from trio_gfxsync.uploader import UploadSlots
+from trio_gfxsync.state.ledger import FileLedger
+from trio_gfxsync.state.store import Store
 
 
 async def test_a_retry_after_from_any_sender_holds_every_sender(autojump_clock) -> None:
@@ -82,7 +81,7 @@ async def test_the_batcher_spills_what_it_holds_to_the_queue_when_cancelled(
     store = await Store.open(tmp_path / "pending.db")
     try:
         status = AgentStatus()
-        ledger = FileLedger(store, status)
+        ledger = FileLedger(store)
         batcher = Batcher(
             BatchBuffer(batch_size=2, max_batch_bytes=10**6, linger=0.01, flush_interval=0.05),
             UploadSlots(),
@@ -104,12 +103,12 @@ async def test_the_batcher_spills_what_it_holds_to_the_queue_when_cancelled(
 
 async def test_refused_then_queued_never_leaves_a_record_only_in_memory(tmp_path: Path) -> None:
     """Cancelled while committing a refused record to the queue: it is spilled, not lost."""
-    from trio_gfxsync.uploader import LiveDelivery
+    from trio_gfxsync.delivery.uploader import LiveDelivery
 
     store = await Store.open(tmp_path / "pending.db")
     try:
         status = AgentStatus()
-        ledger = FileLedger(store, status, max_queue_size=1)  # full: enqueue waits for room
+        ledger = FileLedger(store, max_queue_size=1)  # full: enqueue waits for room
 
         class Refusing:
             async def upsert_sessions(self, body: bytes) -> None:
@@ -117,7 +116,7 @@ async def test_refused_then_queued_never_leaves_a_record_only_in_memory(tmp_path
 
         await store.enqueue([record(9)], [record(9).version])  # fills the queue
         delivery = LiveDelivery(
-            client=Refusing(),  # type: ignore[arg-type]
+            target=Refusing(),  # type: ignore[arg-type]
             ledger=ledger,
             gate=UpstreamGate(status),
             status=status,
@@ -148,7 +147,7 @@ async def test_a_batch_the_busy_uploader_does_not_take_in_time_goes_to_the_queue
             BatchBuffer(batch_size=10, max_batch_bytes=10**6, linger=0.05, flush_interval=0.3),
             slots,
             status,
-            FileLedger(store, status),
+            FileLedger(store),
         )
         record_send, record_recv = trio.open_memory_channel[SessionRecord](10)
         batch_send, batch_recv = trio.open_memory_channel[Batch](0)

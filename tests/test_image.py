@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import infra
-from tests.agent_process import agent_env
-from tests.gen import build_nas
-from tests.harness import wait_until_equal
+from tests.support import infra
+from tests.support.agent import agent_env
+from tests.support.tree import build_nas
+from tests.support.waits import wait_until_equal
 
 pytestmark = pytest.mark.e2e
 

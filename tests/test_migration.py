@@ -35,7 +35,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests import infra
+from tests.support import infra
 
 # The PokerGFX session from the samples' README that exists as a 6-hand and a 130-hand copy.
 SAMPLE_SESSION_ID = 638966318331324926

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import infra
-from tests.agent_process import AgentProcess, agent_env
-from tests.gen import build_nas, grow
-from tests.harness import queue_figures, wait_for, wait_until_equal
+from tests.support import infra
+from tests.support.agent import AgentProcess, agent_env
+from tests.support.tree import build_nas, grow
+from tests.support.waits import queue_figures, wait_for, wait_until_equal
 
 pytestmark = pytest.mark.e2e
 
@@ -285,7 +285,7 @@ async def test_core_stage_death_is_reported_unhealthy_then_raised(tmp_path: Path
         health_port=0,
         poll_interval=0.2,
     )
-    agent = Agent(settings, client=BrokenClient())  # type: ignore[arg-type]
+    agent = Agent(settings, target=BrokenClient())
     seen: list[tuple[int, dict]] = []
 
     async def watch_health() -> None:

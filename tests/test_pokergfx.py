@@ -17,17 +17,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_gfxsync.pokergfx import (
-    ROW_COLUMNS,
+from trio_gfxsync.errors import (
     BadEncoding,
     FileTooLarge,
     NoSessionId,
     NotASession,
     NotJson,
     ParseError,
-    SessionRecord,
-    parse_session,
 )
+from trio_gfxsync.pokergfx import ROW_COLUMNS, SessionRecord, parse_session
 
 MiB = 1024 * 1024
 GROWING_SESSION = 638966318331324926

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_gfxsync.registry import (
+from trio_gfxsync.errors import RegistryError
+from trio_gfxsync.intake.registry import (
     MAX_ID_LENGTH,
     PcEntry,
-    RegistryError,
     discover_pcs,
     discovery_excludes,
     load_registry,

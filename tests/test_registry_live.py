@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import infra
-from tests.agent_process import AgentProcess, agent_env
-from tests.gen import build_nas, grow, make_session, write_session
-from tests.harness import wait_for, wait_until_equal
+from tests.support import infra
+from tests.support.agent import AgentProcess, agent_env
+from tests.support.tree import build_nas, grow, make_session, write_session
+from tests.support.waits import wait_for, wait_until_equal
 
 pytestmark = pytest.mark.e2e
 

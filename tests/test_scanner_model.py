@@ -27,8 +27,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from trio_gfxsync.scanner import FileTracker, compile_pattern, walk_folder
-from trio_gfxsync.store import AckedFile
+from trio_gfxsync.intake.scanner import FileTracker, compile_pattern, walk_folder
+from trio_gfxsync.state.rows import AckedFile
 
 PATTERN = compile_pattern("*.json")
 names = st.text(alphabet="abcdefgh =0123456789", min_size=1, max_size=8).map(

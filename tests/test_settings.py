@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trio_gfxsync.settings import ConfigError, Settings, load_settings
+from trio_gfxsync.errors import ConfigError
+from trio_gfxsync.settings import Settings, load_settings
 
 URL = "https://abcdefghijklmnop.supabase.co"
 KEY = "sb_secret_Zq8w3NvT0pLkY2xR5uHc9dJ_4mVb7sGa"

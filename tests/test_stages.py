@@ -11,14 +11,15 @@ import orjson
 import trio
 import trio.testing
 
-from trio_gfxsync.alerts import AlertBook, Figures, Thresholds, evaluate
-from trio_gfxsync.batching import Batch, BatchBuffer
+from trio_gfxsync.delivery.batcher import Batcher, UploadSlots
+from trio_gfxsync.delivery.batching import Batch, BatchBuffer
+from trio_gfxsync.errors import NotJson
+from trio_gfxsync.intake.reader import Unreadable, Unsettled, Vanished, read_change
+from trio_gfxsync.intake.scanner import FileChange
 from trio_gfxsync.logs import RepeatSummary
-from trio_gfxsync.pipeline import Batcher, Unreadable, Unsettled, Vanished, read_change
-from trio_gfxsync.pokergfx import NotJson, SessionRecord, parse_session
-from trio_gfxsync.scanner import FileChange
-from trio_gfxsync.status import AgentStatus
-from trio_gfxsync.uploader import UploadSlots
+from trio_gfxsync.observe.alerts import AlertBook, Figures, Thresholds, evaluate
+from trio_gfxsync.observe.status import AgentStatus
+from trio_gfxsync.pokergfx import SessionRecord, parse_session
 
 
 def change_for(path: Path, rel: str, *, settled: bool) -> FileChange:
@@ -178,9 +179,11 @@ async def test_an_unreadable_sub_folder_is_not_mistaken_for_deleted_files(
 ) -> None:
     """A day folder that cannot be listed keeps its files' last known state (no forget, no
     re-send when it comes back) and is named, while the rest of the PC is scanned."""
-    from trio_gfxsync import scanner
-    from trio_gfxsync.scanner import FileTracker, ScanStats, compile_pattern, run_scanner
-    from trio_gfxsync.store import AckedFile
+    from trio_gfxsync.intake.scanner import FileTracker, compile_pattern, run_scanner
+    from trio_gfxsync.observe.status import ScanStats
+    from trio_gfxsync.state.rows import AckedFile
+
+    from trio_gfxsync.intake import scanner
 
     acked = {}
     for day in ("1016", "1017"):

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.gen import make_session
-from trio_gfxsync.pokergfx import FileVersion, parse_session
-from trio_gfxsync.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+from tests.support.tree import make_session
+from trio_gfxsync.errors import StoreError
+from trio_gfxsync.pokergfx import parse_session
+from trio_gfxsync.records import FileVersion
+from trio_gfxsync.state.schema import MIGRATIONS, SCHEMA_VERSION
+from trio_gfxsync.state.store import Store
 
 
 def record(pc: str, rel: str, hands: int, *, index: int = 1, mtime_ns: int = 10**18):

@@ -22,27 +22,28 @@ from __future__ import annotations
 import random
 import signal
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import trio
 
-from .batching import Batch, BatchBuffer
-from .drainer import Drainer
-from .gate import UpstreamGate
-from .ledger import FileLedger
+from .delivery.batcher import Batcher, UploadSlots
+from .delivery.batching import Batch, BatchBuffer
+from .delivery.drainer import Drainer
+from .delivery.gate import UpstreamGate
+from .delivery.sync_events import SyncEventReporter
+from .delivery.uploader import LiveDelivery, QueuedDelivery, Uploader
+from .intake.reader import Reader
+from .intake.registry import discovery_excludes
+from .intake.registry_watcher import RegistryWatcher
+from .intake.scanner import FileChange, WatchedPc
 from .logs import get_logger
-from .monitor import Monitor
-from .pipeline import Batcher, Reader
+from .observe.monitor import Monitor
+from .observe.status import AgentStatus
 from .pokergfx import SessionRecord
-from .postgrest import PostgrestClient
-from .registry import discovery_excludes
-from .scanner import FileChange
 from .settings import Settings
-from .status import AgentStatus
-from .store import Store
-from .sync_events import SyncEventReporter
-from .uploader import LiveDelivery, QueuedDelivery, Uploader, UploadSlots
-from .watcher import RegistryWatcher
+from .state.ledger import FileLedger
+from .state.store import Store
+from .targets.base import Target
+from .targets.postgrest import PostgrestClient
 from .web.server import run_http
 
 log = get_logger("agent")
@@ -104,13 +105,13 @@ async def _within(scope: trio.CancelScope, task: Callable[[], Awaitable[None]]) 
 
 class Agent:
     def __init__(
-        self, settings: Settings, *, client: PostgrestClient | None = None, once: bool = False
+        self, settings: Settings, *, target: Target | None = None, once: bool = False
     ) -> None:
         self.once = once  # `scan`: one backfill, then a graceful end
         self.settings = settings
         self.status = AgentStatus(poll_interval=settings.poll_interval)
         self.shutdown = Shutdown(settings)
-        self._client = client
+        self._target = target
         self.http_urls: list[str] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -123,13 +124,13 @@ class Agent:
             self.status.store = store
             if store.recovered:
                 self.status.activity.add("error", f"queue database recreated: {store.recovered}")
-            client = self._client or PostgrestClient(settings)
+            target = self._target or PostgrestClient(settings)
             try:
                 if not self.once:  # a one-shot scan must not take the running agent's port
                     await root.start(Monitor(settings, self.status, store).run)
                     self.http_urls = await root.start(run_http, settings, self.status, http_stop)
                 try:
-                    await self._run_core(store, client, task_status)
+                    await self._run_core(store, target, task_status)
                 except Exception as exc:
                     await self._report_failure(exc)
                     raise
@@ -143,7 +144,7 @@ class Agent:
                     with trio.move_on_after(CLOSE_TIMEOUT):
                         await store.close()
                     with trio.move_on_after(CLIENT_CLOSE_TIMEOUT):
-                        await client.aclose()
+                        await target.aclose()
         log.info("agent_stopped", graceful=self.shutdown.requested)
 
     async def _report_failure(self, exc: Exception) -> None:
@@ -157,41 +158,51 @@ class Agent:
             await trio.sleep(CRASH_GRACE)
 
     async def _run_core(
-        self, store: Store, client: PostgrestClient, task_status: trio.TaskStatus[None]
+        self, store: Store, target: Target, task_status: trio.TaskStatus[None]
     ) -> None:
         settings = self.settings
         status = self.status
-        status.store = store
         ledger = FileLedger(
             store,
-            status,
             max_queue_size=settings.max_queue_size,
             max_queue_bytes=settings.max_queue_bytes,
+            report=status.update_queue,
         )
         gate = UpstreamGate(status, request_deadline=settings.request_timeout * 2)
         slots = UploadSlots()
-        roots: dict[str, Path] = {}
+        watched: dict[str, WatchedPc] = {}  # the registry watcher's, read by the readers
         rng = random.Random()
         change_send, change_recv = trio.open_memory_channel[FileChange](CHANGE_BUFFER)
         record_send, record_recv = trio.open_memory_channel[SessionRecord](RECORD_BUFFER)
-        batch_send, batch_recv = trio.open_memory_channel[Batch](0)
-        policy = {
-            "client": client,
-            "ledger": ledger,
-            "gate": gate,
-            "status": status,
-            "max_retries": settings.max_retries,
-            "rate_limit_max_retries": settings.rate_limit_max_retries,
-            "rate_limit_base_delay": settings.rate_limit_base_delay,
-            "rng": rng,
-        }
-        uploader = Uploader(LiveDelivery(**policy))
-        drainer = Drainer(
-            client=client,
+        batch_send, batch_recv = trio.open_memory_channel[Batch[SessionRecord]](0)
+
+        live = LiveDelivery(
+            target=target,
             ledger=ledger,
             gate=gate,
             status=status,
-            delivery=QueuedDelivery(**policy),
+            max_retries=settings.max_retries,
+            rate_limit_max_retries=settings.rate_limit_max_retries,
+            rate_limit_base_delay=settings.rate_limit_base_delay,
+            rng=rng,
+        )
+        queued = QueuedDelivery(
+            target=target,
+            ledger=ledger,
+            gate=gate,
+            status=status,
+            max_retries=settings.max_retries,
+            rate_limit_max_retries=settings.rate_limit_max_retries,
+            rate_limit_base_delay=settings.rate_limit_base_delay,
+            rng=rng,
+        )
+        uploader = Uploader(live)
+        drainer = Drainer(
+            target=target,
+            ledger=ledger,
+            gate=gate,
+            status=status,
+            delivery=queued,
             batch_size=settings.batch_size,
             max_batch_bytes=settings.max_batch_bytes,
             queue_process_interval=settings.queue_process_interval,
@@ -210,16 +221,16 @@ class Agent:
             ledger,
             defer_to_queue=not self.once,
         )
-        reader = Reader(ledger, status, roots, settings.max_file_bytes, settings.error_dir)
+        reader = Reader(ledger, status, watched, settings.max_file_bytes, settings.error_dir)
         watcher = RegistryWatcher(
             settings,
             ledger,
             status,
-            roots,
+            watched,
             discovery_excludes(settings.registry_path.as_posix(), settings.error_folder.name),
             once=self.once,
         )
-        reporter = SyncEventReporter(client, gate, status, status.sync_events)
+        reporter = SyncEventReporter(target, gate, status, status.sync_events)
         with self.shutdown.drain:
             async with trio.open_nursery() as core:
                 await core.start(drainer.run)

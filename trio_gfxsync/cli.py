@@ -1,4 +1,4 @@
-"""Command line: `trio-gfxsync run | check | schema | dlq | healthcheck | status | scan`.
+"""Command line: `trio-gfxsync run | check | schema | dlq | healthcheck | status | scan | version`.
 
 Exit codes (DESIGN 3.1): 0 done, 1 failure or crash, 2 invalid configuration (a message naming
 the variable, never a traceback; never the value, which may be a key).
@@ -9,21 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from importlib import resources
 
 import trio
 
 from . import __version__
+from .errors import ConfigError
 from .logs import get_logger, register_secret, setup_logging
-from .settings import ConfigError, Settings, load_settings
+from .settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 log = get_logger("cli")
-
-
-def migration_sql() -> str:
-    return resources.files("trio_gfxsync").joinpath("sql/gfx_sync.sql").read_text(encoding="utf-8")
 
 
 def _settings_or_exit() -> Settings:
@@ -55,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .checks import run_checks
+    from .commands.check import run_checks
 
     settings = _settings_or_exit()
     setup_logging("ERROR", settings.log_format)
@@ -63,7 +59,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from .dlq import run_dlq
+    from .commands.dlq import run_dlq
 
     settings = _settings_or_exit()
     setup_logging("ERROR", settings.log_format)
@@ -71,7 +67,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
-    from .localhttp import healthcheck
+    from .commands.healthcheck import healthcheck
 
     return healthcheck()
 
@@ -79,7 +75,7 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import httpx
 
-    from .localhttp import fetch_status, format_status
+    from .commands.status import fetch_status, format_status
 
     settings = _settings_or_exit()
     token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
@@ -104,7 +100,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from .scan import run_scan
+    from .commands.scan import run_scan
 
     settings = _settings_or_exit()
     setup_logging("WARNING" if sys.stdout.isatty() else settings.log_level, settings.log_format)
@@ -112,7 +108,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from .commands.schema import migration_sql
+
     sys.stdout.write(migration_sql())
+    return EXIT_OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from .state.schema import SCHEMA_VERSION
+
+    # two lines a deploy script can read without Python: `deploy/nas` compares queue_schema
+    # before a rollback (the queue database only migrates forward)
+    print(f"trio-gfxsync {__version__}")
+    print(f"queue_schema {SCHEMA_VERSION}")
     return EXIT_OK
 
 
@@ -124,6 +132,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "healthcheck": (cmd_healthcheck, "exit 0 when the local /health answers 200 (Docker runs it)"),
     "status": (cmd_status, "the running agent's live status as a table"),
     "scan": (cmd_scan, "one-shot backfill of every PC folder, with progress, then exit"),
+    "version": (cmd_version, "the agent's version and the queue database schema it migrates to"),
 }
 
 

@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,7 +79,7 @@ class RepeatSummary(logging.Filter):
 
     KEY_FIELDS = ("pc_id", "path", "session_id", "error", "reason", "status", "code")
 
-    def __init__(self, window: float = 60.0, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.window = window
         self.clock = clock

@@ -5,25 +5,22 @@ A PokerGFX 3.x export is one JSON object per session with the keys
 integer (above 2**53), timestamps carry 7 fractional digits. The file's own JSON text is kept
 as it is for `raw_json`: re-serialising it could round numbers or reorder keys.
 
-Errors the caller acts on (quarantine with the reason, or retry when the file settles):
-
-    ParseError
-    ├── FileTooLarge      size above max_file_bytes
-    ├── BadEncoding       not UTF-8 (with or without BOM) nor UTF-16/32 with a BOM
-    ├── NotJson           not strict RFC 8259 JSON (truncated mid-write looks like this)
-    ├── NotASession       valid JSON but not an object, or holds what PostgreSQL cannot store
-    └── NoSessionId       no usable `ID` and no `GameID=<n>` in the file name
+Errors the caller acts on (quarantine with the reason, or retry when the file settles) are the
+`ParseError` branch of the tree in `errors.py`: FileTooLarge, BadEncoding, NotJson, NotASession,
+NoSessionId.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
+
+from .errors import BadEncoding, FileTooLarge, NoSessionId, NotASession, NotJson
+from .records import FileVersion, Key
 
 BIGINT_MAX = 2**63 - 1
 _BOM_STARTS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
@@ -52,48 +49,6 @@ ROW_COLUMNS = (
 )
 
 
-class ParseError(Exception):
-    """A file that cannot become a SessionRecord; `reason` is a stable code for logs and DLQ."""
-
-    reason = "parse_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class FileTooLarge(ParseError):
-    reason = "too_large"
-
-
-class BadEncoding(ParseError):
-    reason = "bad_encoding"
-
-
-class NotJson(ParseError):
-    reason = "not_json"
-
-
-class NotASession(ParseError):
-    reason = "not_a_session"
-
-
-class NoSessionId(ParseError):
-    reason = "no_session_id"
-
-
-@dataclass(frozen=True, slots=True)
-class FileVersion:
-    """One version of one file, as read: what `file_state` records once it is acknowledged."""
-
-    pc_id: str
-    rel_path: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    session_id: int | None = None  # None when the file never became a record (quarantine)
-
-
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
     """One row of gfx_sessions, ready to upsert (`row` is its JSON, raw_json spliced in)."""
@@ -112,9 +67,14 @@ class SessionRecord:
     live: bool = True  # False for the startup backfill: a live change goes first everywhere
 
     @property
-    def key(self) -> tuple[str, int]:
+    def key(self) -> Key:
         """The conflict key of gfx_sessions."""
         return (self.version.pc_id, self.session_id)
+
+    @property
+    def attempts(self) -> int:
+        """A record read from the NAS has not been refused yet (queued ones count theirs)."""
+        return 0
 
     def is_newer_than(self, other: SessionRecord) -> bool:
         """The database's keep-newest rule: more hands, then the newer file mtime.
@@ -168,7 +128,7 @@ def session_id_from_name(file_name: str) -> int | None:
     return value if 0 < value <= BIGINT_MAX else None
 
 
-def _usable_id(value: Any) -> int | None:
+def _usable_id(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -182,7 +142,7 @@ def _usable_id(value: Any) -> int | None:
     return None  # floats have already lost the low digits of an 18-digit id
 
 
-def created_at_text(value: Any) -> str | None:
+def created_at_text(value: object) -> str | None:
     """`CreatedDateTimeUTC` as text PostgreSQL parses (all 7 digits kept), or None if unusable."""
     if not isinstance(value, str):
         return None
@@ -203,7 +163,7 @@ def created_at_text(value: Any) -> str | None:
     return text if match.group(8) else text + "Z"
 
 
-def count_players(hands: list[Any]) -> int:
+def count_players(hands: list[object]) -> int:
     """Distinct non-empty player names over all hands (names compared without outer spaces)."""
     names: set[str] = set()
     for hand in hands:
@@ -217,7 +177,7 @@ def count_players(hands: list[Any]) -> int:
     return len(names)
 
 
-def _contains_nul(value: Any) -> bool:
+def _contains_nul(value: object) -> bool:
     """PostgreSQL's jsonb cannot store U+0000 (error 22P05) in keys or strings."""
     stack = [value]
     while stack:
@@ -233,7 +193,7 @@ def _contains_nul(value: Any) -> bool:
     return False
 
 
-def _optional_text(value: Any) -> str | None:
+def _optional_text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
@@ -287,14 +247,19 @@ def parse_session(
         sha256=hashlib.sha256(data).hexdigest(),
         session_id=session_id,
     )
-    fields = {
-        "table_type": table_type if isinstance(table_type, str) and table_type else "UNKNOWN",
-        "event_title": _optional_text(document.get("EventTitle")),
-        "software_version": _optional_text(document.get("SoftwareVersion")),
-        "hand_count": len(hands),
-        "player_count": count_players(hands),
-        "session_created_at": created_at_text(document.get("CreatedDateTimeUTC")),
-    }
+    record = SessionRecord(
+        version=version,
+        session_id=session_id,
+        file_name=file_name,
+        table_type=table_type if isinstance(table_type, str) and table_type else "UNKNOWN",
+        event_title=_optional_text(document.get("EventTitle")),
+        software_version=_optional_text(document.get("SoftwareVersion")),
+        hand_count=len(hands),
+        player_count=count_players(hands),
+        session_created_at=created_at_text(document.get("CreatedDateTimeUTC")),
+        raw_json=raw,
+        row=b"",
+    )
     row = orjson.dumps(
         {
             "gfx_pc_id": pc_id,
@@ -306,14 +271,12 @@ def parse_session(
             "file_mtime": mtime_iso(mtime_ns),
             # spliced in verbatim: 18-digit integers and 7-digit fractions stay exact
             "raw_json": orjson.Fragment(raw),
-            **fields,
+            "table_type": record.table_type,
+            "event_title": record.event_title,
+            "software_version": record.software_version,
+            "hand_count": record.hand_count,
+            "player_count": record.player_count,
+            "session_created_at": record.session_created_at,
         }
     )
-    return SessionRecord(
-        version=version,
-        session_id=session_id,
-        file_name=file_name,
-        raw_json=raw,
-        row=row,
-        **fields,
-    )
+    return replace(record, row=row)

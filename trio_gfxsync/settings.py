@@ -12,19 +12,14 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
 
 ENV_PREFIX = "GFX_SYNC_"
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-
-
-class ConfigError(Exception):
-    """Invalid configuration; `problems` holds one `GFX_SYNC_<NAME>: reason` line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 class Settings(BaseSettings):
@@ -172,12 +167,12 @@ class Settings(BaseSettings):
         return f"{self.supabase_url}{self.rest_path}"
 
 
-def _describe(error: dict) -> str:
-    loc = [str(part) for part in error.get("loc", ()) if isinstance(part, str)]
-    msg = error.get("msg", "invalid value")
+def _describe(error: ErrorDetails) -> str:
+    loc = [part for part in error["loc"] if isinstance(part, str)]
+    msg = error["msg"] or "invalid value"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    if error.get("type") == "missing":
+    if error["type"] == "missing":
         msg = "is required but not set"
     if not loc:
         # model-level checks name their variables in the message already
@@ -188,7 +183,8 @@ def _describe(error: dict) -> str:
 def load_settings(**overrides: object) -> Settings:
     """Build Settings from the environment; raise ConfigError naming each bad variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        # pydantic validates and converts each value: the overrides' static types do not matter
+        return Settings(**overrides)  # type: ignore[arg-type]  # object, validated at run time
     except ValidationError as exc:
         # include_input=False: the rejected value may be a secret
         problems = [_describe(e) for e in exc.errors(include_input=False, include_url=False)]

@@ -13,8 +13,8 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from ..logs import get_logger
+from ..observe.status import AgentStatus
 from ..settings import Settings
-from ..status import AgentStatus
 from .app import build_app
 
 log = get_logger("http")
@@ -46,7 +46,8 @@ async def run_http(
     app = build_app(status, settings, shutdown)
 
     class _Started:
-        def started(self, binds: list[str]) -> None:
+        def started(self, binds: list[str] | None = None) -> None:
+            binds = binds or []
             log.info(
                 "http_listening", urls=binds, dashboard_token=settings.dashboard_token is not None
             )
@@ -60,5 +61,8 @@ async def run_http(
             task_status.started(binds)
 
     await serve(
-        app, hypercorn_config(settings), shutdown_trigger=shutdown.wait, task_status=_Started()
-    )  # type: ignore[arg-type]
+        app,  # type: ignore[arg-type]  # starlette's ASGI callable, typed apart from hypercorn's
+        hypercorn_config(settings),
+        shutdown_trigger=shutdown.wait,
+        task_status=_Started(),
+    )

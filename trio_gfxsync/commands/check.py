@@ -1,0 +1,107 @@
+"""`trio-gfxsync check`: one line per check, exit 0 when all pass and 1 otherwise."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import trio
+
+from ..errors import RegistryError, UpstreamError
+from ..intake.registry import discovery_excludes, load_registry, resolve_watch_path
+from ..policy import Verdict
+from ..settings import Settings
+from ..targets.postgrest import PostgrestClient
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+
+
+def check_nas(settings: Settings) -> list[CheckResult]:
+    base = settings.nas_base_path
+    if not base.is_dir():
+        return [CheckResult("nas", False, f"{base} is not a folder (GFX_SYNC_NAS_BASE_PATH)")]
+    if not os.access(base, os.R_OK | os.X_OK):
+        return [CheckResult("nas", False, f"{base} is not readable")]
+    results = [CheckResult("nas", True, f"{base} readable")]
+    excludes = discovery_excludes(settings.registry_path.as_posix(), settings.error_folder.name)
+    try:
+        registry = load_registry(base, settings.registry_file, excludes)
+    except (RegistryError, OSError) as exc:
+        return [*results, CheckResult("registry", False, str(exc))]
+    enabled = registry.enabled
+    source = str(settings.registry_file) if registry.source == "file" else "auto-discovered folders"
+    results.append(
+        CheckResult(
+            "registry",
+            bool(enabled),
+            f"{len(enabled)} enabled PC(s) from {source}"
+            if enabled
+            else f"no enabled PC in {source}",
+        )
+    )
+    for pc in enabled.values():
+        try:
+            root = resolve_watch_path(base, pc)
+        except RegistryError as exc:
+            results.append(CheckResult(f"pc {pc.id}", False, str(exc)))
+            continue
+        ok = root.is_dir() and os.access(root, os.R_OK | os.X_OK)
+        results.append(
+            CheckResult(
+                f"pc {pc.id}", ok, f"{root} {'readable' if ok else 'missing or unreadable'}"
+            )
+        )
+    return results
+
+
+def check_queue(settings: Settings) -> CheckResult:
+    folder = settings.queue_db_path.parent
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    ok = os.access(probe, os.W_OK)
+    return CheckResult(
+        "queue", ok, f"{folder} {'writable' if ok else 'not writable (GFX_SYNC_QUEUE_DB_PATH)'}"
+    )
+
+
+async def check_supabase(settings: Settings) -> list[CheckResult]:
+    async with PostgrestClient(settings) as client:
+        try:
+            await client.probe_write()
+        except UpstreamError as exc:
+            name = {
+                Verdict.DOWN: "supabase reachable",
+                Verdict.REJECTED: "supabase key",
+                Verdict.SCHEMA_MISMATCH: "gfx_sessions table",
+                Verdict.UNEXPECTED: "supabase request",
+            }.get(exc.verdict, "supabase upsert")
+            return [CheckResult(name, False, exc.summary)]
+    return [
+        CheckResult("supabase reachable", True, settings.supabase_url),
+        CheckResult("supabase key", True, "accepted"),
+        CheckResult(
+            "gfx_sessions table", True, "columns and conflict key (gfx_pc_id, session_id) present"
+        ),
+    ]
+
+
+async def run_checks(settings: Settings) -> int:
+    results = [CheckResult("configuration", True, "valid")]
+    results += await trio.to_thread.run_sync(check_nas, settings)
+    results.append(check_queue(settings))
+    with trio.move_on_after(settings.request_timeout + 5) as scope:
+        results += await check_supabase(settings)
+    if scope.cancelled_caught:
+        results.append(CheckResult("supabase reachable", False, "no answer in time"))
+    for result in results:
+        print(result.line(), flush=True)
+    return 0 if all(r.ok for r in results) else 1

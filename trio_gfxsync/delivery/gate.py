@@ -1,0 +1,101 @@
+"""The one upstream gate every sender passes: uploader, drainer, probes (DESIGN 5).
+
+It holds the upstream state and a "not before" time. One request is in flight at a time: a
+Retry-After or an outage then holds every sender, and no request leaves before the server
+allowed it, not even one that was waiting behind another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ..errors import UpstreamError
+from ..logs import get_logger, scrub
+from ..observe.status import AgentStatus
+from ..observe.upstream import PAUSED, Upstream
+from ..policy import Verdict
+
+log = get_logger("gate")
+
+SENDABLE = frozenset({Upstream.CONNECTED, Upstream.RATE_LIMITED, Upstream.UNKNOWN})
+# the verdicts that pause every sender, and the state each one shows
+PAUSE_STATE = {
+    Verdict.SCHEMA_MISMATCH: Upstream.SCHEMA_MISMATCH,
+    Verdict.REJECTED: Upstream.REJECTED,
+    Verdict.UNEXPECTED: Upstream.REQUEST_REJECTED,
+}
+__all__ = ["PAUSED", "PAUSE_STATE", "SENDABLE", "UpstreamGate"]
+
+
+class UpstreamGate:
+    def __init__(self, status: AgentStatus, request_deadline: float = 60.0) -> None:
+        self.status = status
+        # httpx's timeout is per phase (connect, each read...): a trickling answer could hold
+        # the one slot for ever, so the gate bounds the whole request as well
+        self.request_deadline = request_deadline
+        self.not_before = -math.inf
+        self._slot = trio.Lock()
+        self._changed = trio.Event()
+
+    @property
+    def state(self) -> Upstream:
+        return self.status.upstream
+
+    @property
+    def sendable(self) -> bool:
+        """Live batches and the queue may be sent (possibly after `not_before`)."""
+        return self.state in SENDABLE
+
+    @property
+    def changed(self) -> trio.Event:
+        """Fires at the next state change (then a fresh event takes its place)."""
+        return self._changed
+
+    @property
+    def busy(self) -> bool:
+        """A request is in flight (or waiting for not_before)."""
+        return self._slot.locked()
+
+    def hold(self, seconds: float) -> None:
+        self.not_before = max(self.not_before, trio.current_time() + seconds)
+
+    def set_state(self, state: Upstream, reason: str | None = None) -> None:
+        # the reason is upstream's own text: a proxy could echo a header back into it
+        reason = scrub(reason) if reason else reason
+        if state == self.status.upstream and reason == self.status.upstream_reason:
+            return
+        previous = self.status.upstream
+        if state == Upstream.CONNECTED:
+            log.info("upstream_state", state=state, previous=previous)
+        else:
+            log.warning("upstream_state", state=state, previous=previous, reason=reason)
+        self.status.upstream = state
+        self.status.upstream_reason = reason
+        self.status.activity.add("upstream", f"{state}: {reason}" if reason else state)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def send(
+        self, request: Callable[[], Awaitable[object]], *, deadline: float | None = None
+    ) -> tuple[Verdict, UpstreamError | None]:
+        """Wait for the slot and for `not_before`, then make the request; classify the answer.
+
+        A Retry-After in any answer holds every sender from here, whoever asked."""
+        async with self._slot:
+            # not_before may move later while we sleep (another answer's Retry-After)
+            while trio.current_time() < self.not_before:  # noqa: ASYNC110
+                await trio.sleep_until(self.not_before)
+            with trio.move_on_after(deadline or self.request_deadline) as scope:
+                try:
+                    await request()
+                except UpstreamError as exc:
+                    if exc.retry_after is not None:
+                        self.hold(exc.retry_after)
+                    return exc.verdict, exc
+            if scope.cancelled_caught:
+                late = UpstreamError(None, None, "no complete answer in time", kind="Timeout")
+                return Verdict.DOWN, late
+            return Verdict.STORED, None

@@ -1,0 +1,218 @@
+"""The reader stage: FileChange in, SessionRecord out (stat, read, stat again, parse).
+
+Like every stage it takes its receive channel and the next stage's send channel, closes what it
+sends on when it ends, and ends when its input closes: end-of-stream flows down the pipe. A file
+that cannot become a record is quarantined here, with its reason; one that is still being
+written is handed back to its scanner to be read again once it settles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import trio
+
+from ..errors import FileTooLarge, ParseError
+from ..logs import get_logger
+from ..observe.status import AgentStatus
+from ..pokergfx import SessionRecord, parse_session
+from ..records import FileVersion
+from ..state.ledger import FileLedger
+from .scanner import FileChange, WatchedPc
+
+log = get_logger("reader")
+
+
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """The file changed while it was read: try again when it has stopped changing."""
+
+    stat: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Vanished:
+    """Deleted between the scan and the read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    error: ParseError | OSError
+    stat: tuple[int, int]
+    sha256: str = ""  # of the bytes read, when they were read
+
+
+ReadOutcome = SessionRecord | Unsettled | Vanished | Unreadable
+
+
+def read_change(path: Path, change: FileChange, max_file_bytes: int) -> ReadOutcome:
+    """Blocking (worker thread): stat, read, stat again, parse.
+
+    A file whose size or mtime moves during the read is still being written. A parse error on a
+    file that was not yet seen settled is treated the same way: PokerGFX rewrites the whole
+    file, so a half-written copy looks like broken JSON for a moment.
+    """
+    try:
+        before = os.stat(path)
+        stat = (before.st_size, before.st_mtime_ns)
+        settled = change.settled and stat == (change.size, change.mtime_ns)
+        if before.st_size > max_file_bytes:
+            if not settled:
+                return Unsettled(stat)
+            limit = f"{before.st_size} bytes is above the limit of {max_file_bytes}"
+            return Unreadable(FileTooLarge(limit), stat)
+        with open(path, "rb") as handle:
+            data = handle.read(max_file_bytes + 1)
+        after = os.stat(path)
+    except FileNotFoundError:
+        return Vanished()
+    except OSError as exc:
+        return Unreadable(exc, (change.size, change.mtime_ns))
+    if (after.st_size, after.st_mtime_ns) != stat or len(data) != before.st_size:
+        return Unsettled((after.st_size, after.st_mtime_ns))
+    try:
+        return parse_session(
+            data,
+            pc_id=change.pc_id,
+            rel_path=change.rel_path,
+            mtime_ns=before.st_mtime_ns,
+            max_file_bytes=max_file_bytes,
+        )
+    except ParseError as exc:
+        return (
+            Unreadable(exc, stat, hashlib.sha256(data).hexdigest()) if settled else Unsettled(stat)
+        )
+
+
+@dataclass
+class Reader:
+    ledger: FileLedger
+    status: AgentStatus
+    watched: dict[str, WatchedPc]  # shared with the registry watcher
+    max_file_bytes: int
+    error_dir: Path | None = None
+
+    async def run(
+        self,
+        changes: trio.MemoryReceiveChannel[FileChange],
+        records: trio.MemorySendChannel[SessionRecord],
+    ) -> None:
+        async with changes, records:
+            async for change in changes:
+                record = await self.read(change)
+                if record is not None:
+                    await records.send(record)
+
+    async def read(self, change: FileChange) -> SessionRecord | None:
+        pc = self.watched.get(change.pc_id)
+        if pc is None:
+            return None  # the PC was removed from the registry meanwhile
+        root, tracker = pc.root, pc.tracker
+        self.status.files_seen[change.pc_id] += 1
+        outcome = await trio.to_thread.run_sync(
+            read_change, root / change.rel_path, change, self.max_file_bytes, abandon_on_cancel=True
+        )
+        fields = {"pc_id": change.pc_id, "path": change.rel_path}
+        match outcome:
+            case SessionRecord() as record:
+                if self.ledger.acked_hash(change.pc_id, change.rel_path) == record.version.sha256:
+                    # touched, not changed: same bytes as acknowledged, nothing to send
+                    await self.ledger.acknowledge([record.version])
+                    return None
+                self.status.sync_events.note(change.pc_id, change.kind, change.rel_path)
+                self.status.activity.add(
+                    change.kind,
+                    f"{record.hand_count} hands",
+                    pc_id=change.pc_id,
+                    path=change.rel_path,
+                    session_id=record.session_id,
+                )
+                if not change.live:
+                    record = replace(record, live=False)
+                log.info(
+                    "file_" + change.kind,
+                    **fields,
+                    session_id=str(record.session_id),
+                    hands=record.hand_count,
+                    size=record.version.size,
+                    backfill=not change.live,
+                )
+                return record
+            case Unsettled():
+                log.debug("file_unsettled", **fields)
+                tracker.retry_when_settled(change.rel_path, (change.size, change.mtime_ns))
+            case Vanished():
+                tracker.release(change.rel_path, (change.size, change.mtime_ns))
+            case Unreadable(OSError() as error, stat):
+                # not a bad file but a bad read (permissions, I/O): logged once per version,
+                # looked at again when the file changes or the agent restarts
+                log.error("file_unreadable", **fields, error=str(error))
+                tracker.give_up(change.rel_path, stat)
+                self.status.activity.add("error", str(error), **fields)
+                self.status.pc_error(change.pc_id, str(error))
+            case Unreadable(ParseError() as error, stat, sha256):
+                await self.quarantine(change, error, stat, sha256)
+        return None
+
+    async def quarantine(
+        self, change: FileChange, error: ParseError, stat: tuple[int, int], sha256: str
+    ) -> None:
+        """A settled file that cannot become a record: recorded with its reason, logged once,
+        copied to the error folder if that is writable, read again when the file changes."""
+        version = FileVersion(change.pc_id, change.rel_path, stat[0], stat[1], sha256)
+        await self.ledger.quarantine(version, error.reason, error.message)
+        pc = self.watched.get(change.pc_id)
+        copied = None
+        if pc is not None and self.error_dir is not None:
+            copied = await trio.to_thread.run_sync(
+                copy_to_error_folder,
+                pc.root / change.rel_path,
+                self.error_dir,
+                change.pc_id,
+                change.rel_path,
+                error.reason,
+                error.message,
+                abandon_on_cancel=True,
+            )
+        self.status.activity.add(
+            "quarantined",
+            f"{error.reason}: {error.message}",
+            pc_id=change.pc_id,
+            path=change.rel_path,
+        )
+        self.status.pc_error(change.pc_id, f"{change.rel_path}: {error.reason}")
+        self.status.sync_events.note(
+            change.pc_id, "error", change.rel_path, f"quarantined {error.reason}: {error.message}"
+        )
+        log.error(
+            "file_quarantined",
+            pc_id=change.pc_id,
+            path=change.rel_path,
+            reason=error.reason,
+            error=error.message,
+            size=stat[0],
+            copied_to=str(copied) if isinstance(copied, Path) else None,
+            copy_error=copied if isinstance(copied, str) else None,
+        )
+
+
+def copy_to_error_folder(
+    source: Path, error_dir: Path, pc_id: str, rel_path: str, reason: str, message: str
+) -> Path | str:
+    """Blocking: copy (never move: the NAS is read-only) the bad file beside a note of why.
+
+    Returns the copy's path, or why it could not be made (the folder may be read-only too).
+    """
+    target = error_dir / pc_id / rel_path
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        note = target.with_name(target.name + ".reason.txt")
+        note.write_text(f"{reason}: {message}\n", encoding="utf-8")
+    except OSError as exc:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename or error_dir}"
+    return target

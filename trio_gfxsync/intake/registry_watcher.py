@@ -1,0 +1,204 @@
+"""Registry watcher: keeps one supervised scanner running per enabled PC.
+
+The registry (or, without one, the folder list of the NAS base) is re-read every poll. A PC
+added or enabled starts its scanner, one removed or disabled stops it; nothing else restarts.
+An invalid registry keeps the last good one. A scanner that fails marks its PC `error` and is
+retried with backoff: a missing or unreadable folder never takes the agent down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from ..errors import RegistryError
+from ..logs import get_logger
+from ..observe.status import AgentStatus, PcStatus
+from ..settings import Settings
+from ..state.ledger import FileLedger
+from .registry import PcEntry, Registry, load_registry, resolve_watch_path
+from .scanner import FileChange, FileTracker, WatchedPc, compile_pattern, run_scanner
+
+log = get_logger("watcher")
+
+RETRY_MIN = 1.0
+RETRY_MAX = 30.0
+
+
+@dataclass
+class _Running:
+    entry: PcEntry
+    scope: trio.CancelScope
+
+
+@dataclass
+class RegistryWatcher:
+    settings: Settings
+    ledger: FileLedger
+    status: AgentStatus
+    watched: dict[str, WatchedPc]  # shared with the reader
+    excludes: frozenset[str]
+    once: bool = False  # `scan`: one registry, each scanner until caught up, then end
+    running: dict[str, _Running] = field(default_factory=dict)
+
+    async def run(
+        self,
+        changes: trio.MemorySendChannel[FileChange],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Started once every scanner of the first registry has done its first scan."""
+        last_error: str | None = None
+        async with changes, trio.open_nursery() as nursery:
+            started = False
+            while True:
+                try:
+                    registry = await trio.to_thread.run_sync(
+                        load_registry,
+                        self.settings.nas_base_path,
+                        self.settings.registry_file,
+                        self.excludes,
+                        abandon_on_cancel=True,
+                    )
+                except (RegistryError, OSError) as exc:
+                    message = str(exc) if isinstance(exc, RegistryError) else _os_reason(exc)
+                    self.status.registry_error = message
+                    if message != last_error:
+                        log.error("registry_invalid", error=message, kept=sorted(self.running))
+                        self.status.activity.add("registry", f"invalid, last good kept: {message}")
+                        last_error = message
+                else:
+                    if last_error is not None:
+                        log.info("registry_recovered")
+                    last_error = None
+                    self.status.registry_error = None
+                    await self._apply(registry, nursery, changes)
+                if not started:
+                    started = True
+                    task_status.started()
+                if self.once:
+                    return  # the nursery waits for the scanners to catch up
+                await trio.sleep(self.settings.poll_interval)
+
+    async def _apply(
+        self,
+        registry: Registry,
+        nursery: trio.Nursery,
+        changes: trio.MemorySendChannel[FileChange],
+    ) -> None:
+        if registry.source != self.status.registry_source:
+            log.info("registry_loaded", source=registry.source, pcs=[pc.id for pc in registry.pcs])
+            self.status.registry_source = registry.source
+        wanted = registry.enabled
+        for pc_id in list(self.running):
+            entry = wanted.get(pc_id)
+            if entry is None or entry.watch_path != self.running[pc_id].entry.watch_path:
+                log.info("pc_stopped", pc_id=pc_id)
+                self.running.pop(pc_id).scope.cancel()
+                self.status.pcs.pop(pc_id, None)
+        for pc_id, entry in wanted.items():
+            if pc_id in self.running:
+                self.running[pc_id].entry = entry
+                _show(self.status.pcs[pc_id], entry)  # name/description edits show at once
+                continue
+            pc_status = self.status.pcs[pc_id] = PcStatus(id=pc_id, watch_path=entry.watch_path)
+            _show(pc_status, entry)
+            pc_status.scan.observe = self.status.scan_seconds.labels(pc_id).observe
+            scope = await nursery.start(self._supervise, entry, pc_status, changes.clone())
+            self.running[pc_id] = _Running(entry, scope)
+            log.info("pc_started", pc_id=pc_id, watch_path=entry.watch_path)
+
+    async def _supervise(
+        self,
+        pc: PcEntry,
+        pc_status: PcStatus,
+        changes: trio.MemorySendChannel[FileChange],
+        *,
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Own one PC's scanner: restart it with backoff on failure; stop when cancelled."""
+        base = self.settings.nas_base_path
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            acked = await self.ledger.store.file_states(pc.id)
+            tracker = FileTracker(pc_id=pc.id, acked=acked)
+            self.ledger.trackers[pc.id] = tracker
+            delay = RETRY_MIN
+            try:
+                async with changes:
+                    while True:
+                        try:
+                            root = await trio.to_thread.run_sync(
+                                resolve_watch_path, base, pc, abandon_on_cancel=True
+                            )
+                            if not await trio.to_thread.run_sync(
+                                root.is_dir, abandon_on_cancel=True
+                            ):
+                                raise FileNotFoundError(2, "watch folder not found", str(root))
+                            self.watched[pc.id] = WatchedPc(root, tracker)
+                            await run_scanner(
+                                tracker,
+                                root,
+                                compile_pattern(self.settings.file_pattern),
+                                changes,
+                                poll_interval=self.settings.poll_interval,
+                                skip=frozenset({self.settings.error_dir}),
+                                stats=pc_status.scan,
+                                on_gone=self.ledger.forget,
+                                once=self.once,
+                                task_status=_Ready(pc_status),
+                            )
+                            return  # only a one-shot scan ends
+                        except (OSError, RegistryError) as exc:
+                            if pc_status.state == "running":
+                                delay = RETRY_MIN  # it had recovered: start the backoff afresh
+                            reason = str(exc) if isinstance(exc, RegistryError) else _os_reason(exc)
+                            if pc_status.reason != reason:
+                                log.error(
+                                    "pc_scan_failed", pc_id=pc.id, error=reason, retry_in=delay
+                                )
+                                self.status.activity.add("error", reason, pc_id=pc.id)
+                            pc_status.state, pc_status.reason = "error", reason
+                            pc_status.last_error = reason
+                            pc_status.missing = isinstance(exc, FileNotFoundError)
+                            if self.once:
+                                return  # a one-shot scan reports it and goes on without
+                            await trio.sleep(delay)
+                            delay = min(delay * 2, RETRY_MAX)
+            finally:
+                # a restarted PC (new watch_path) may already have registered its own
+                if self.ledger.trackers.get(pc.id) is tracker:
+                    del self.ledger.trackers[pc.id]
+                    self.watched.pop(pc.id, None)
+
+
+def _show(pc_status: PcStatus, entry: PcEntry) -> None:
+    pc_status.name, pc_status.description = entry.name, entry.description
+    pc_status.watch_path = entry.watch_path
+
+
+class _Ready:
+    """task_status stand-in: marks the PC running after its first complete scan."""
+
+    def __init__(self, pc_status: PcStatus) -> None:
+        self.pc_status = pc_status
+
+    def started(self, value: object = None) -> None:
+        if self.pc_status.state != "running":
+            if self.pc_status.reason is not None:
+                log.info("pc_scan_recovered", pc_id=self.pc_status.id)
+            log.info(
+                "pc_scanned",
+                pc_id=self.pc_status.id,
+                files=self.pc_status.scan.files,
+                backlog=self.pc_status.scan.backlog,
+                seconds=round(self.pc_status.scan.last_scan_seconds, 3),
+            )
+        self.pc_status.state, self.pc_status.reason = "running", None
+        self.pc_status.missing = False
+
+
+def _os_reason(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or type(exc).__name__}{where}"

@@ -1,0 +1,93 @@
+"""The truth about the agent in one word, with its reasons (DESIGN 3.5), pure.
+
+healthy   (200) everything flowing
+degraded  (200) upstream offline or rate-limiting (queueing as designed), a PC folder unreadable,
+                an invalid registry (the last good one is kept), any warn or review alert
+unhealthy (503) key or privileges rejected, schema mismatch, queue database unusable or disk
+                full, offline queue critical, a core stage died
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .alerts import CRITICAL, Alert
+from .upstream import Upstream
+
+HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+HTTP_CODE = {HEALTHY: 200, DEGRADED: 200, UNHEALTHY: 503}
+
+
+@dataclass(frozen=True, slots=True)
+class PcHealth:
+    id: str
+    state: str
+    reason: str | None
+    stale_for: float | None = None  # seconds since the last complete poll, when overdue
+    unreadable: tuple[str, ...] = ()  # sub-folders the last poll could not read
+
+
+@dataclass(frozen=True, slots=True)
+class HealthInputs:
+    upstream: Upstream
+    upstream_reason: str | None
+    pending: int
+    store_problem: str | None
+    failure: str | None  # a core stage died
+    registry_error: str | None
+    pcs: tuple[PcHealth, ...]
+    alerts: tuple[Alert, ...]
+    shutting_down: bool = False
+    queue_full: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    status: str
+    reasons: tuple[str, ...]
+
+    @property
+    def http_code(self) -> int:
+        return HTTP_CODE[self.status]
+
+
+def assess(h: HealthInputs) -> Health:
+    bad: list[str] = []
+    meh: list[str] = []
+    if h.failure:
+        bad.append(f"core stage died: {h.failure}")
+    if h.upstream == Upstream.REJECTED:
+        bad.append(f"supabase rejected the key or a grant is missing: {h.upstream_reason}")
+    elif h.upstream == Upstream.SCHEMA_MISMATCH:
+        bad.append(f"gfx_sessions schema mismatch: {h.upstream_reason}")
+    elif h.upstream == Upstream.REQUEST_REJECTED:
+        bad.append(f"supabase refused the upload request: {h.upstream_reason}")
+    elif h.upstream == Upstream.OFFLINE:
+        meh.append(f"supabase unreachable: {h.upstream_reason}; {h.pending} sessions queued")
+    elif h.upstream == Upstream.RATE_LIMITED:
+        meh.append(f"supabase rate limiting: {h.upstream_reason}")
+    if h.store_problem:
+        bad.append(h.store_problem)
+    if h.queue_full:
+        bad.append("offline queue full: intake is paused until it drains")
+    for pc in h.pcs:
+        if pc.state == "error":
+            meh.append(f"PC {pc.id}: {pc.reason}")
+        elif pc.stale_for is not None:
+            # a hung SMB mount: the stat never returns, and no error is ever raised
+            meh.append(
+                f"PC {pc.id}: no complete scan for {pc.stale_for:.0f} s (NAS not answering?)"
+            )
+        if pc.unreadable:
+            meh.append(f"PC {pc.id}: sub-folder(s) unreadable: {', '.join(pc.unreadable)}")
+    if h.registry_error:
+        meh.append(f"registry invalid, last good one kept: {h.registry_error}")
+    for alert in h.alerts:
+        (bad if alert.level == CRITICAL else meh).append(f"alert {alert.name}: {alert.message}")
+    if h.shutting_down:
+        meh.append("shutting down")
+    if bad:
+        return Health(UNHEALTHY, tuple(bad + meh))
+    if meh:
+        return Health(DEGRADED, tuple(meh))
+    return Health(HEALTHY, ())

@@ -1,0 +1,159 @@
+"""Live, in-memory status of the agent: what /health, /metrics and the dashboard read.
+
+Plain data written by the stages (one trio thread, so no locks). Never holds a secret. Pure: it
+imports no I/O, neither the web stack nor the Prometheus exporter (`web/` and `metrics` read it),
+and time comes in as an argument (the trio clock, which the stages' timestamps use).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..state.rows import DeadLetter, QueueCounts
+from .activity import Activity
+from .alerts import Alert
+from .health import Health, HealthInputs, PcHealth, assess
+from .histogram import Histogram, LabelledHistogram
+from .sync_event_buffer import SyncEventBuffer
+from .upstream import Upstream
+
+STALE_POLLS = 3  # a PC is overdue after this many poll intervals without a complete scan
+STALE_MIN = 10.0
+
+UPLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+SCAN_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class StoreHealth(Protocol):
+    """What the status reads of the queue database (`state.store.Store`)."""
+
+    @property
+    def problem(self) -> str | None:
+        """Disk full or locked, when it is."""
+        ...
+
+
+@dataclass
+class ScanStats:
+    """Figures of a PC's last poll, written by its scanner."""
+
+    polls: int = 0
+    files: int = 0
+    backlog: int = 0
+    last_scan_seconds: float = 0.0
+    last_scan_at: float | None = None  # trio clock
+    observe: Callable[[float], None] | None = None  # e.g. a histogram's observe
+    problems: dict[str, str] = field(default_factory=dict)  # unreadable sub-folders
+
+
+@dataclass
+class PcStatus:
+    id: str
+    watch_path: str
+    name: str | None = None  # from the registry, for display
+    description: str | None = None
+    state: str = "starting"  # starting | running | error
+    reason: str | None = None
+    missing: bool = False  # the watch folder does not exist (an alert of its own)
+    scan: ScanStats = field(default_factory=ScanStats)
+    last_sync: float | None = None
+    last_error: str | None = None
+
+    def stale_for(self, poll_interval: float, now: float) -> float | None:
+        """Seconds since the last complete poll, when overdue (a hung SMB mount raises nothing).
+        `now` is the trio clock, as `last_scan_at`."""
+        if self.state != "running" or self.scan.last_scan_at is None:
+            return None
+        age = now - self.scan.last_scan_at
+        return age if age > max(STALE_MIN, STALE_POLLS * poll_interval) else None
+
+
+@dataclass
+class AgentStatus:
+    started_at: float = field(default_factory=time.time)
+    pcs: dict[str, PcStatus] = field(default_factory=dict)
+    registry_source: str | None = None
+    registry_error: str | None = None
+    upstream: Upstream = Upstream.UNKNOWN
+    upstream_reason: str | None = None
+    last_sync: float | None = None
+    files_seen: Counter[str] = field(default_factory=Counter)
+    sessions_upserted: Counter[str] = field(default_factory=Counter)
+    sessions_synced: dict[str, int] = field(default_factory=dict)  # from the store, refreshed
+    batch_pending: int = 0
+    last_upload_error: str | None = None
+    queue_counts: QueueCounts = field(default_factory=lambda: QueueCounts(0, 0, 0, 0, 0))
+    queue_full: bool = False
+    store: StoreHealth | None = None  # for its `problem` (disk full, locked)
+    consecutive_upload_failures: int = 0
+    shutting_down: bool = False
+    force_exit: bool = False  # a second signal: skip spilling to the queue, just go
+    poll_interval: float = 2.0  # for "no complete scan for a while" in /health
+    failure: str | None = None  # a core stage died
+    alerts: list[Alert] = field(default_factory=list)
+    alert_since: dict[str, float] = field(default_factory=dict)
+    dead_letter_list: list[DeadLetter] = field(default_factory=list)
+    activity: Activity = field(default_factory=Activity)
+    sync_events: SyncEventBuffer = field(default_factory=SyncEventBuffer)
+    upload_seconds: Histogram = field(default_factory=lambda: Histogram(UPLOAD_BUCKETS))
+    batch_records: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
+    scan_seconds: LabelledHistogram = field(default_factory=lambda: LabelledHistogram(SCAN_BUCKETS))
+
+    def uptime(self) -> float:
+        return time.time() - self.started_at
+
+    @property
+    def store_problem(self) -> str | None:
+        return self.store.problem if self.store is not None else None
+
+    def mark_synced(self, pc_ids: list[str]) -> None:
+        now = time.time()
+        self.last_sync = now
+        for pc_id in pc_ids:
+            self.sessions_upserted[pc_id] += 1
+            pc = self.pcs.get(pc_id)
+            if pc is not None:
+                pc.last_sync = now
+        self.activity.count_synced(len(pc_ids))
+
+    def pc_error(self, pc_id: str, message: str) -> None:
+        pc = self.pcs.get(pc_id)
+        if pc is not None:
+            pc.last_error = message
+
+    def update_queue(self, counts: QueueCounts, full: bool) -> None:
+        """The ledger's view of the offline queue (it never imports this module)."""
+        self.queue_counts = counts
+        self.queue_full = full
+
+    def health_inputs(self, now: float) -> HealthInputs:
+        return HealthInputs(
+            upstream=self.upstream,
+            upstream_reason=self.upstream_reason,
+            pending=self.queue_counts.pending,
+            store_problem=self.store_problem,
+            failure=self.failure,
+            registry_error=self.registry_error,
+            pcs=tuple(
+                PcHealth(
+                    pc_id,
+                    pc.state,
+                    pc.reason,
+                    pc.stale_for(self.poll_interval, now),
+                    tuple(sorted(pc.scan.problems)),
+                )
+                for pc_id, pc in self.pcs.items()
+            ),
+            alerts=tuple(self.alerts),
+            shutting_down=self.shutting_down,
+            queue_full=self.queue_full,
+        )
+
+    def health(self, now: float) -> Health:
+        """`now`: the trio clock (trio.current_time())."""
+        return assess(self.health_inputs(now))

@@ -1,0 +1,59 @@
+"""Typed rows read back from the queue database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..records import FileVersion
+
+
+@dataclass(frozen=True, slots=True)
+class AckedFile:
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecord:
+    """A record read back from pending_sync: enough to upsert, acknowledge or dead-letter it."""
+
+    version: FileVersion
+    session_id: int
+    hand_count: int
+    row: bytes
+    attempts: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.version.pc_id, self.session_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    kind: str
+    pc_id: str
+    rel_path: str
+    session_id: int | None
+    size: int | None
+    mtime_ns: int | None
+    sha256: str | None
+    hand_count: int | None
+    reason: str
+    status: int | None
+    code: str | None
+    message: str | None
+    attempts: int
+    first_seen: float
+    last_seen: float
+    has_payload: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    pending: int
+    pending_bytes: int
+    dead_letters: int
+    quarantined: int
+    files: int

@@ -1,0 +1,158 @@
+"""The queue database's schema and how the file is opened: tables, forward-only migrations
+(`PRAGMA user_version`), WAL with `synchronous=FULL`, and recovery of a damaged file.
+
+A corrupt file is moved aside (with its -wal and -shm) and recreated: the NAS is the source of
+truth, so a full rescan rebuilds everything. Only the agent recovers; a command run beside it
+(`dlq`) must never move the agent's file away.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from ..errors import StoreError
+
+# Each entry moves the schema from version N to N+1; never edit a released step.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: acknowledged file versions
+    """
+    CREATE TABLE file_state (
+        pc_id       TEXT    NOT NULL,
+        rel_path    TEXT    NOT NULL,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        sha256      TEXT    NOT NULL,
+        acked_at    REAL    NOT NULL,
+        PRIMARY KEY (pc_id, rel_path)
+    ) WITHOUT ROWID;
+    """,
+    # 2: offline queue and dead letters
+    """
+    CREATE TABLE pending_sync (
+        pc_id           TEXT    NOT NULL,
+        session_id      INTEGER NOT NULL,
+        rel_path        TEXT    NOT NULL,
+        size            INTEGER NOT NULL,
+        mtime_ns        INTEGER NOT NULL,
+        sha256          TEXT    NOT NULL,
+        hand_count      INTEGER NOT NULL,
+        row_z           BLOB    NOT NULL,
+        nbytes          INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        queued_at       REAL    NOT NULL,
+        next_attempt_at REAL    NOT NULL,
+        PRIMARY KEY (pc_id, session_id)
+    );
+    CREATE INDEX pending_sync_due ON pending_sync (next_attempt_at, queued_at);
+    CREATE TABLE dead_letter (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind        TEXT    NOT NULL CHECK (kind IN ('quarantine', 'refused')),
+        pc_id       TEXT    NOT NULL,
+        rel_path    TEXT    NOT NULL,
+        session_id  INTEGER,
+        size        INTEGER,
+        mtime_ns    INTEGER,
+        sha256      TEXT,
+        hand_count  INTEGER,
+        reason      TEXT    NOT NULL,
+        status      INTEGER,
+        code        TEXT,
+        message     TEXT,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        first_seen  REAL    NOT NULL,
+        last_seen   REAL    NOT NULL,
+        row_z       BLOB,
+        UNIQUE (pc_id, rel_path)
+    );
+    """,
+)
+MIGRATIONS += (
+    # 3: the session each acknowledged file holds, for "sessions synced" per PC
+    """
+    ALTER TABLE file_state ADD COLUMN session_id INTEGER;
+    CREATE INDEX file_state_session ON file_state (pc_id, session_id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+CORRUPT_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+FULL_ERRORS = frozenset({"SQLITE_FULL", "SQLITE_IOERR"})
+BUSY_ERRORS = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
+
+
+def error_name(exc: sqlite3.Error) -> str:
+    return getattr(exc, "sqlite_errorname", "") or ""
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this agent's {SCHEMA_VERSION}: "
+            "upgrade the agent or move the file aside"
+        )
+    for step in range(version, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {step + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from None
+    # A short busy timeout per call keeps every worker-thread call short (shutdown deadlines
+    # cannot interrupt a thread); Store._write retries a longer lock with backoff.
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=2)
+    try:
+        conn.execute("PRAGMA busy_timeout=2000")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        result = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {result}")
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def move_aside(path: Path) -> Path:
+    """Move a corrupt database and its -wal/-shm out of the way; return the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(Path(f"{target}{suffix}"))
+    return target
+
+
+def open_database(path: Path, recover: bool = True) -> tuple[sqlite3.Connection, str | None]:
+    """Blocking: open (or create) the database; a corrupt one is moved aside and recreated.
+
+    Returns the connection and, when it recovered, what was wrong and where the old file went.
+    Only the agent recovers; a command run beside it (`dlq`) must not move its file away.
+    """
+    try:
+        return _connect(path), None
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and error_name(exc) not in CORRUPT_ERRORS:
+            raise StoreError(f"cannot open {path}: {exc}") from None
+        if not recover:
+            raise StoreError(
+                f"{path} is damaged ({exc}); the agent recreates it at start"
+            ) from None
+        moved = move_aside(path)
+        return _connect(path), f"{exc}; moved to {moved.name}"

@@ -1,0 +1,579 @@
+"""Every query on the agent's one SQLite file: file_state, pending_sync, dead_letter.
+
+- `file_state`: the acknowledged version of each file (DESIGN 4.1); only the ledger writes it.
+- `pending_sync`: the offline queue, one row per (gfx_pc_id, session_id), the newest copy wins,
+  whole rows zlib-compressed, so the queue grows with sessions and survives a deleted file.
+- `dead_letter`: records the table refused `max_retries` times, and quarantined files, with
+  their reason; one row per file.
+
+One connection, used from anyio worker threads through a CapacityLimiter(1), WAL journal and
+`synchronous=FULL` (an acknowledgement must survive a power cut: it is what stops a re-send).
+The schema and its recovery are `schema.py`. A full disk or a locked database blocks the writer
+(which is backpressure) and is reported, never raised as a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+import trio
+
+from ..logs import get_logger
+from ..records import Deliverable, FileVersion, Key
+from .rows import AckedFile, DeadLetter, QueueCounts, QueuedRecord
+from .schema import BUSY_ERRORS, FULL_ERRORS, error_name, open_database
+
+T = TypeVar("T")
+log = get_logger("store")
+
+WRITE_RETRY_MAX = 5.0
+
+# The one copy of the queue's keep-newest rule, as the database trigger has it: an older copy of
+# a session (fewer hands; on equal hands an older mtime) never replaces a newer one in the queue.
+QUEUE_UPSERT = """
+    INSERT INTO pending_sync (pc_id, session_id, rel_path, size, mtime_ns, sha256,
+        hand_count, row_z, nbytes, attempts, last_error, queued_at, next_attempt_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (pc_id, session_id) DO UPDATE SET
+        rel_path = excluded.rel_path, size = excluded.size,
+        mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
+        hand_count = excluded.hand_count, row_z = excluded.row_z,
+        nbytes = excluded.nbytes, attempts = excluded.attempts,
+        last_error = excluded.last_error, next_attempt_at = excluded.next_attempt_at
+    WHERE excluded.hand_count > pending_sync.hand_count
+       OR (excluded.hand_count = pending_sync.hand_count
+           AND excluded.mtime_ns >= pending_sync.mtime_ns)
+"""
+
+
+def compress(row: bytes) -> bytes:
+    # level 1: the real exports shrink ~12x at a fraction of the CPU of the default level
+    return zlib.compress(row, 1)
+
+
+def _version(
+    pc_id: str, rel: str, size: int, mtime: int, sha: str, session_id: int | None = None
+) -> FileVersion:
+    return FileVersion(
+        pc_id=pc_id, rel_path=rel, size=size, mtime_ns=mtime, sha256=sha, session_id=session_id
+    )
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._limiter = anyio.CapacityLimiter(1)
+        self.problem: str | None = None  # disk full / locked, shown by /health
+        self.recovered: str | None = None
+        self._data_version = 0
+
+    @classmethod
+    async def open(cls, path: Path, *, recover: bool = True) -> Store:
+        conn, recovered = await anyio.to_thread.run_sync(open_database, path, recover)
+        store = cls(conn, path)
+        if recovered:
+            store.recovered = recovered
+            log.error("queue_db_recreated", path=str(path), reason=recovered, rescan=True)
+        return store
+
+    async def close(self) -> None:
+        await self._run(self._conn.close)
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def _write(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a write; while the disk is full or the file locked, wait and retry (backpressure)."""
+        delay = 0.1
+        while True:
+            try:
+                result = await self._run(fn, *args)
+            except sqlite3.OperationalError as exc:
+                name = error_name(exc)
+                if name not in FULL_ERRORS | BUSY_ERRORS:
+                    raise
+                problem = f"queue database {'full' if name in FULL_ERRORS else 'locked'}: {exc}"
+                if problem != self.problem:
+                    log.error("queue_db_write_blocked", error=problem, path=str(self.path))
+                self.problem = problem
+                await trio.sleep(delay)
+                delay = min(delay * 2, WRITE_RETRY_MAX)
+                continue
+            if self.problem is not None:
+                log.info("queue_db_write_recovered", path=str(self.path))
+                self.problem = None
+            return result
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            # SQLite rolls back by itself on some errors (SQLITE_FULL): keep the original error
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    # -- file_state --
+
+    def _file_states(self, pc_id: str) -> dict[str, AckedFile]:
+        rows = self._conn.execute(
+            "SELECT rel_path, size, mtime_ns, sha256 FROM file_state WHERE pc_id = ?", (pc_id,)
+        )
+        return {rel: AckedFile(size, mtime, sha) for rel, size, mtime, sha in rows}
+
+    async def file_states(self, pc_id: str) -> dict[str, AckedFile]:
+        return await self._run(self._file_states, pc_id)
+
+    @staticmethod
+    def _ack_rows(conn: sqlite3.Connection, versions: Sequence[FileVersion], now: float) -> None:
+        conn.executemany(
+            """
+            INSERT INTO file_state (pc_id, rel_path, size, mtime_ns, sha256, acked_at, session_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (pc_id, rel_path) DO UPDATE SET
+                size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
+                acked_at = excluded.acked_at, session_id = excluded.session_id
+            -- an older version acknowledged late (a dead letter from the queue, two saves at
+            -- once) must not replace a newer one: a restart would re-send an unchanged file
+            WHERE excluded.mtime_ns >= file_state.mtime_ns
+            """,
+            [
+                (v.pc_id, v.rel_path, v.size, v.mtime_ns, v.sha256, now, v.session_id)
+                for v in versions
+            ],
+        )
+
+    def _acknowledge(self, versions: list[FileVersion]) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            self._ack_rows(conn, versions, time.time())
+            # a quarantined file that now syncs is resolved
+            conn.executemany(
+                "DELETE FROM dead_letter WHERE pc_id = ? AND rel_path = ? AND kind = 'quarantine'",
+                [(v.pc_id, v.rel_path) for v in versions],
+            )
+
+        self._transaction(body)
+
+    async def acknowledge(self, versions: Iterable[FileVersion]) -> None:
+        """Durably mark these file versions done; only then may a restart skip them."""
+        batch = list(versions)
+        if batch:
+            await self._write(self._acknowledge, batch)
+
+    def _forget(self, pc_id: str, rel_paths: list[str]) -> None:
+        self._transaction(
+            lambda conn: conn.executemany(
+                "DELETE FROM file_state WHERE pc_id = ? AND rel_path = ?",
+                [(pc_id, rel) for rel in rel_paths],
+            )
+        )
+
+    async def forget(self, pc_id: str, rel_paths: Iterable[str]) -> None:
+        """A deleted source file: forget its state (its row in the database stays)."""
+        batch = list(rel_paths)
+        if batch:
+            await self._write(self._forget, pc_id, batch)
+
+    # -- pending_sync: the offline queue --
+
+    def _enqueue(
+        self,
+        records: list[Deliverable],
+        acked: list[FileVersion],
+        attempts: dict[Key, int],
+        next_attempt_at: float,
+        error: str | None,
+    ) -> None:
+        now = time.time()
+
+        def body(conn: sqlite3.Connection) -> None:
+            rows = []
+            for record in records:
+                v = record.version
+                row_z = compress(record.row)
+                rows.append(
+                    (
+                        v.pc_id,
+                        record.session_id,
+                        v.rel_path,
+                        v.size,
+                        v.mtime_ns,
+                        v.sha256,
+                        record.hand_count,
+                        row_z,
+                        len(row_z),
+                        attempts.get(record.key, 0),
+                        error,
+                        now,
+                        next_attempt_at,
+                    )
+                )
+            conn.executemany(QUEUE_UPSERT, rows)
+            self._ack_rows(conn, acked, now)
+
+        self._transaction(body)
+
+    async def enqueue(
+        self,
+        records: Sequence[Deliverable],
+        acked: Sequence[FileVersion],
+        *,
+        attempts: dict[Key, int] | None = None,
+        delay: float = 0.0,
+        error: str | None = None,
+        front: bool = False,
+    ) -> None:
+        """Queue records and, in the same transaction, acknowledge the file versions they carry.
+        `front`: the drainer takes them before everything else (live changes)."""
+        if records or acked:
+            await self._write(
+                self._enqueue,
+                list(records),
+                list(acked),
+                attempts or {},
+                0.0 if front else time.time() + delay,
+                error,
+            )
+
+    def _due(self, now: float, limit: int, max_bytes: int) -> list[QueuedRecord]:
+        rows = self._conn.execute(
+            """
+            SELECT pc_id, session_id, rel_path, size, mtime_ns, sha256, hand_count, row_z, attempts
+            FROM pending_sync WHERE next_attempt_at <= ?
+            ORDER BY next_attempt_at, queued_at LIMIT ?
+            """,
+            (now, limit),
+        )
+        found: list[QueuedRecord] = []
+        total = 2
+        for pc_id, session_id, rel, size, mtime, sha, hands, row_z, attempts in rows:
+            row = zlib.decompress(row_z)
+            if found and total + len(row) + 1 > max_bytes:
+                break
+            total += len(row) + 1
+            version = _version(pc_id, rel, size, mtime, sha, session_id)
+            found.append(QueuedRecord(version, session_id, hands, row, attempts))
+        return found
+
+    async def due(self, limit: int, max_bytes: int) -> list[QueuedRecord]:
+        """Queued records whose time has come, oldest first, within one request's limits."""
+        return await self._run(self._due, time.time(), limit, max_bytes)
+
+    def _next_due(self) -> float:
+        (value,) = self._conn.execute("SELECT min(next_attempt_at) FROM pending_sync").fetchone()
+        return math.inf if value is None else float(value)
+
+    async def next_due(self) -> float:
+        """Wall-clock time of the next queued record's attempt (inf when the queue is empty)."""
+        return await self._run(self._next_due)
+
+    def _remove(self, records: list[QueuedRecord]) -> None:
+        # only the copy that was sent: a newer one may have replaced it meanwhile
+        self._transaction(
+            lambda conn: conn.executemany(
+                "DELETE FROM pending_sync WHERE pc_id = ? AND session_id = ? AND sha256 = ?",
+                [(r.version.pc_id, r.session_id, r.version.sha256) for r in records],
+            )
+        )
+
+    async def remove_queued(self, records: Sequence[QueuedRecord]) -> None:
+        if records:
+            await self._write(self._remove, list(records))
+
+    def _retry_later(self, record: QueuedRecord, attempts: int, when: float, error: str) -> None:
+        self._transaction(
+            lambda conn: conn.execute(
+                """UPDATE pending_sync SET attempts = ?, next_attempt_at = ?, last_error = ?
+                   WHERE pc_id = ? AND session_id = ? AND sha256 = ?""",
+                (
+                    attempts,
+                    when,
+                    error,
+                    record.version.pc_id,
+                    record.session_id,
+                    record.version.sha256,
+                ),
+            )
+        )
+
+    async def retry_later(
+        self, record: QueuedRecord, attempts: int, delay: float, error: str
+    ) -> None:
+        await self._write(self._retry_later, record, attempts, time.time() + delay, error)
+
+    def _postpone(self, records: list[QueuedRecord], when: float) -> None:
+        self._transaction(
+            lambda conn: conn.executemany(
+                """UPDATE pending_sync SET next_attempt_at = max(next_attempt_at, ?)
+                   WHERE pc_id = ? AND session_id = ? AND sha256 = ?""",
+                [(when, r.version.pc_id, r.session_id, r.version.sha256) for r in records],
+            )
+        )
+
+    async def postpone(self, records: Sequence[QueuedRecord], delay: float) -> None:
+        """Let other queued rows go first (no attempt is counted: this is not a refusal)."""
+        if records:
+            await self._write(self._postpone, list(records), time.time() + delay)
+
+    # -- dead letters and quarantine --
+
+    def _dead_letter(
+        self,
+        kind: str,
+        version: FileVersion,
+        session_id: int | None,
+        hand_count: int | None,
+        reason: str,
+        status: int | None,
+        code: str | None,
+        message: str | None,
+        attempts: int,
+        row: bytes | None,
+        drop_queued: bool,
+    ) -> None:
+        now = time.time()
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                """
+                INSERT INTO dead_letter (kind, pc_id, rel_path, session_id, size, mtime_ns,
+                    sha256, hand_count, reason, status, code, message, attempts, first_seen,
+                    last_seen, row_z)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (pc_id, rel_path) DO UPDATE SET
+                    kind = excluded.kind, session_id = excluded.session_id,
+                    size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
+                    hand_count = excluded.hand_count, reason = excluded.reason,
+                    status = excluded.status, code = excluded.code, message = excluded.message,
+                    attempts = excluded.attempts, last_seen = excluded.last_seen,
+                    row_z = excluded.row_z
+                """,
+                (
+                    kind,
+                    version.pc_id,
+                    version.rel_path,
+                    session_id,
+                    version.size,
+                    version.mtime_ns,
+                    version.sha256,
+                    hand_count,
+                    reason,
+                    status,
+                    code,
+                    message,
+                    attempts,
+                    now,
+                    now,
+                    compress(row) if row is not None else None,
+                ),
+            )
+            if drop_queued and session_id is not None:
+                conn.execute(
+                    "DELETE FROM pending_sync WHERE pc_id = ? AND session_id = ? AND sha256 = ?",
+                    (version.pc_id, session_id, version.sha256),
+                )
+            self._ack_rows(conn, [version], now)
+
+        self._transaction(body)
+
+    async def dead_letter(
+        self,
+        record: Deliverable,
+        *,
+        reason: str,
+        status: int | None,
+        code: str | None,
+        message: str,
+        attempts: int,
+    ) -> None:
+        """A record the table refused for good: keep it (with its row, for replay), ack its file."""
+        await self._write(
+            self._dead_letter,
+            "refused",
+            record.version,
+            record.session_id,
+            record.hand_count,
+            reason,
+            status,
+            code,
+            message,
+            attempts,
+            record.row,
+            True,
+        )
+
+    async def quarantine(self, version: FileVersion, reason: str, message: str) -> None:
+        """A bad file: recorded with its reason and acknowledged until the file changes."""
+        await self._write(
+            self._dead_letter,
+            "quarantine",
+            version,
+            None,
+            None,
+            reason,
+            None,
+            None,
+            message,
+            0,
+            None,
+            False,
+        )
+
+    _DL_COLUMNS = (
+        "id, kind, pc_id, rel_path, session_id, size, mtime_ns, sha256, hand_count, reason,"
+        " status, code, message, attempts, first_seen, last_seen, row_z IS NOT NULL"
+    )
+
+    def _dead_letters(self, where: str = "", params: tuple[int, ...] = ()) -> list[DeadLetter]:
+        rows = self._conn.execute(
+            f"SELECT {self._DL_COLUMNS} FROM dead_letter {where} ORDER BY id", params
+        )
+        return [
+            DeadLetter(
+                id=r[0],
+                kind=r[1],
+                pc_id=r[2],
+                rel_path=r[3],
+                session_id=r[4],
+                size=r[5],
+                mtime_ns=r[6],
+                sha256=r[7],
+                hand_count=r[8],
+                reason=r[9],
+                status=r[10],
+                code=r[11],
+                message=r[12],
+                attempts=r[13],
+                first_seen=r[14],
+                last_seen=r[15],
+                has_payload=bool(r[16]),
+            )
+            for r in rows
+        ]
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return await self._run(self._dead_letters)
+
+    async def recent_dead_letters(self, limit: int) -> list[DeadLetter]:
+        """The newest `limit` entries (bounded: the dashboard reads it every refresh)."""
+        newest = await self._run(
+            self._dead_letters,
+            "WHERE id IN (SELECT id FROM dead_letter ORDER BY last_seen DESC, id DESC LIMIT ?)",
+            (limit,),
+        )
+        return sorted(newest, key=lambda e: (e.last_seen, e.id))
+
+    async def get_dead_letter(self, entry_id: int) -> DeadLetter | None:
+        found = await self._run(self._dead_letters, "WHERE id = ?", (entry_id,))
+        return found[0] if found else None
+
+    def _replay(self, entry_ids: list[int] | None) -> list[int]:
+        def body(conn: sqlite3.Connection) -> list[int]:
+            where, params = (
+                ("", ())
+                if entry_ids is None
+                else (
+                    f"WHERE id IN ({','.join('?' * len(entry_ids))})",
+                    tuple(entry_ids),
+                )
+            )
+            rows = conn.execute(
+                "SELECT id, pc_id, rel_path, session_id, size, mtime_ns, sha256,"
+                f" hand_count, row_z FROM dead_letter {where}",
+                params,
+            ).fetchall()
+            now = time.time()
+            for entry_id, pc_id, rel, session_id, size, mtime, sha, hands, row_z in rows:
+                if row_z is not None:
+                    # back into the queue with a clean slate; keep-newest still applies
+                    # attempts 0, last_error NULL, queued and due now
+                    values = (pc_id, session_id, rel, size, mtime, sha, hands, row_z, len(row_z))
+                    conn.execute(QUEUE_UPSERT, (*values, 0, None, now, now))
+                else:
+                    # a quarantined file: forget its state so the agent reads it again
+                    conn.execute(
+                        "DELETE FROM file_state WHERE pc_id = ? AND rel_path = ?", (pc_id, rel)
+                    )
+                conn.execute("DELETE FROM dead_letter WHERE id = ?", (entry_id,))
+            return [row[0] for row in rows]
+
+        return self._transaction(body)
+
+    async def replay(self, entry_ids: list[int] | None) -> list[int]:
+        """Move dead letters back (None: all); returns the ids replayed."""
+        return await self._write(self._replay, entry_ids)
+
+    def _purge(self, entry_id: int) -> bool:
+        cursor = self._transaction(
+            lambda conn: conn.execute("DELETE FROM dead_letter WHERE id = ?", (entry_id,))
+        )
+        return cursor.rowcount > 0
+
+    async def purge(self, entry_id: int) -> bool:
+        return await self._write(self._purge, entry_id)
+
+    # -- figures and change detection --
+
+    def _sessions_synced(self) -> dict[str, int]:
+        # sessions with an acknowledged file, less those still waiting in the offline queue
+        rows = self._conn.execute(
+            """
+            SELECT f.pc_id, count(DISTINCT f.session_id) FROM file_state f
+            WHERE f.session_id IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM pending_sync p
+                WHERE p.pc_id = f.pc_id AND p.session_id = f.session_id)
+            GROUP BY f.pc_id
+            """
+        )
+        return dict(rows.fetchall())
+
+    async def sessions_synced(self) -> dict[str, int]:
+        return await self._run(self._sessions_synced)
+
+    def _retried(self, attempts: int) -> int:
+        (count,) = self._conn.execute(
+            "SELECT count(*) FROM pending_sync WHERE attempts >= ?", (attempts,)
+        ).fetchone()
+        return int(count)
+
+    async def retried(self, attempts: int) -> int:
+        """Queued records the table has refused at least `attempts` times."""
+        return await self._run(self._retried, attempts)
+
+    def _counts(self) -> QueueCounts:
+        conn = self._conn
+        pending, pending_bytes = conn.execute(
+            "SELECT count(*), coalesce(sum(nbytes), 0) FROM pending_sync"
+        ).fetchone()
+        dead, quarantined = conn.execute(
+            "SELECT count(*) FILTER (WHERE kind = 'refused'),"
+            " count(*) FILTER (WHERE kind = 'quarantine') FROM dead_letter"
+        ).fetchone()
+        (files,) = conn.execute("SELECT count(*) FROM file_state").fetchone()
+        return QueueCounts(pending, pending_bytes, dead, quarantined, files)
+
+    async def counts(self) -> QueueCounts:
+        return await self._run(self._counts)
+
+    def _external_change(self) -> bool:
+        (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        changed = version != self._data_version
+        self._data_version = int(version)
+        return bool(changed)
+
+    async def changed_elsewhere(self) -> bool:
+        """True when another connection (the `dlq` command) committed since the last call."""
+        return await self._run(self._external_change)

@@ -1,0 +1,30 @@
+"""The seam between delivery and wherever rows are stored.
+
+The uploader, the drainer and the sync_events reporter see only this protocol. A target stores
+or raises `UpstreamError` whose `verdict` (policy.Verdict) says what the failure means; it never
+retries, sleeps or queues on its own: that is the error policy's job, in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Target(Protocol):
+    async def upsert_sessions(self, body: bytes) -> None:
+        """Upsert a JSON array of gfx_sessions rows (keep-newest applies in the target)."""
+        ...
+
+    async def insert_sync_events(self, body: bytes) -> None:
+        """Append a JSON array of sync_events rows."""
+        ...
+
+    async def probe(self) -> None:
+        """Is the target there and does it take our credentials? Stores nothing."""
+        ...
+
+    async def probe_write(self) -> None:
+        """A write that writes nothing: checks privileges, columns and the conflict key."""
+        ...
+
+    async def aclose(self) -> None: ...

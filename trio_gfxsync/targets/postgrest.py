@@ -1,0 +1,129 @@
+"""The PostgREST target: Supabase's REST API over one httpx.AsyncClient, auth headers, typed
+answers (the first implementation of `targets.base.Target`).
+
+Every failure is raised as `UpstreamError` (errors.py) with the HTTP `status`, PostgREST's `code`
+and `message`, and `retry_after`; its verdict is `policy.classify(status, code)`, and the policy
+decides what to do with it. A transport failure has `status` None and `kind` names it. Messages
+never contain the key: httpx puts only the URL in its exceptions, and the URL carries no
+credentials (settings refuse them).
+"""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+
+from ..errors import UpstreamError
+from ..pokergfx import ROW_COLUMNS
+from ..policy import retry_after_seconds
+from ..settings import Settings
+
+CONFLICT_KEY = "gfx_pc_id,session_id"
+UPSERT_PARAMS = {"on_conflict": CONFLICT_KEY, "columns": ",".join(ROW_COLUMNS)}
+UPSERT_PREFER = "resolution=merge-duplicates,return=minimal"
+
+
+def is_jwt(key: str) -> bool:
+    """A legacy Supabase key is a JWT (eyJ... three base64url parts); `sb_secret_` keys are not."""
+    parts = key.split(".")
+    return len(parts) == 3 and key.startswith("eyJ") and all(parts)
+
+
+def auth_headers(key: str) -> dict[str, str]:
+    """`sb_secret_` keys go in `apikey` only: Supabase's gateway may refuse a non-JWT bearer."""
+    headers = {"apikey": key}
+    if is_jwt(key):
+        headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+def error_from_response(response: httpx.Response) -> UpstreamError:
+    code: str | None = None
+    message = response.reason_phrase or ""
+    try:
+        body = orjson.loads(response.content) if response.content else None
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        raw_code = body.get("code")
+        code = str(raw_code) if raw_code is not None else None
+        parts = [str(body.get(k)) for k in ("message", "details", "hint") if body.get(k)]
+        message = " | ".join(parts) or message
+    elif response.content:
+        message = response.content[:200].decode("utf-8", "replace").strip() or message
+    return UpstreamError(
+        response.status_code,
+        code,
+        message[:500],
+        retry_after=retry_after_seconds(response.headers.get("retry-after")),
+    )
+
+
+def transport_error(exc: httpx.HTTPError) -> UpstreamError:
+    return UpstreamError(None, None, str(exc)[:300] or type(exc).__name__, kind=type(exc).__name__)
+
+
+class PostgrestClient:
+    """Owns the one httpx.AsyncClient; close it with `aclose` (or `async with`)."""
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+        key = settings.supabase_secret_key.get_secret_value()
+        self._client = httpx.AsyncClient(
+            base_url=settings.rest_url,
+            headers={**auth_headers(key), "Accept": "application/json"},
+            timeout=httpx.Timeout(
+                settings.request_timeout, connect=min(10.0, settings.request_timeout)
+            ),
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> PostgrestClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _post(
+        self, path: str, body: bytes, params: dict[str, str], prefer: str
+    ) -> httpx.Response:
+        try:
+            return await self._client.post(
+                path,
+                content=body,
+                params=params,
+                headers={"Content-Type": "application/json", "Prefer": prefer},
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from None
+
+    async def upsert_sessions(self, body: bytes) -> None:
+        """Upsert a JSON array of gfx_sessions rows; raise UpstreamError unless 2xx."""
+        response = await self._post("/gfx_sessions", body, UPSERT_PARAMS, UPSERT_PREFER)
+        if not response.is_success:
+            raise error_from_response(response)
+
+    async def insert_sync_events(self, body: bytes) -> None:
+        response = await self._post("/sync_events", body, {}, "return=minimal")
+        if not response.is_success:
+            raise error_from_response(response)
+
+    async def probe(self) -> None:
+        """Is upstream back, and does it take our key? A read of no rows naming every column
+        (a missing column answers 400 42703). A GET, so it never counts as an upsert."""
+        try:
+            response = await self._client.get(
+                "/gfx_sessions", params={"select": ",".join(ROW_COLUMNS), "limit": "0"}
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from None
+        if not response.is_success:
+            raise error_from_response(response)
+
+    async def probe_write(self) -> None:
+        """A write that writes nothing, for `check`: an empty upsert still checks the key, the
+        INSERT grant, every column and the conflict key, because PostgreSQL plans it."""
+        await self.upsert_sessions(b"[]")
