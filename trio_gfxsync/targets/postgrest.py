@@ -90,13 +90,11 @@ class PostgrestClient:
     async def _post(
         self, path: str, body: bytes, params: dict[str, str], prefer: str
     ) -> httpx.Response:
+        headers = {"Content-Type": "application/json"}
+        if prefer:
+            headers["Prefer"] = prefer
         try:
-            return await self._client.post(
-                path,
-                content=body,
-                params=params,
-                headers={"Content-Type": "application/json", "Prefer": prefer},
-            )
+            return await self._client.post(path, content=body, params=params, headers=headers)
         except httpx.HTTPError as exc:
             raise transport_error(exc) from None
 
@@ -110,6 +108,16 @@ class PostgrestClient:
         response = await self._post("/sync_events", body, {}, "return=minimal")
         if not response.is_success:
             raise error_from_response(response)
+
+    async def rpc(self, function: str, args: dict[str, object]) -> object:
+        """Call a database function through PostgREST (`POST /rpc/<function>`); its JSON answer.
+
+        Raises UpstreamError unless 2xx. For operators' commands (`hands rebuild`): the agent
+        itself only upserts."""
+        response = await self._post(f"/rpc/{function}", orjson.dumps(args), {}, "")
+        if not response.is_success:
+            raise error_from_response(response)
+        return orjson.loads(response.content) if response.content else None
 
     async def probe(self) -> None:
         """Is upstream back, and does it take our key? A read of no rows naming every column
