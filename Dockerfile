@@ -10,7 +10,8 @@
 # Docker engine of Synology's Container Manager, with or without BuildKit.
 
 # --- builder: the project and every dependency as wheels -------------------------------------
-FROM python:3.12-slim AS builder
+# The Python the tests run (scripts/test creates .venv with the machine's 3.11)
+FROM python:3.11-slim AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -18,12 +19,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # .dockerignore keeps the context to the sources (no .venv, no .env with the key, no tests)
 COPY . .
-# Every dependency is pre-built here, so the runtime stage installs offline (--no-index) exactly
-# what this stage resolved, and needs no compiler.
-RUN pip wheel --wheel-dir /wheels .
+# Every dependency is pre-built here, pinned by constraints.txt (the versions the tests ran), so
+# the runtime stage installs offline (--no-index) exactly those, and needs no compiler.
+RUN pip wheel --wheel-dir /wheels --constraint constraints.txt .
 
 # --- runtime ------------------------------------------------------------------------------------
-FROM python:3.12-slim
+FROM python:3.11-slim
 
 # The service runs as an unprivileged user. uid/gid 1000 by default; to read a share that only
 # a given DSM user may read, build with that user's ids (`id <user>` over SSH on the NAS, DSM
@@ -62,7 +63,7 @@ EXPOSE 8080
 
 # The agent is PID 1 and handles SIGTERM itself (graceful drain, DESIGN section 6).
 STOPSIGNAL SIGTERM
-# python:3.12-slim has no curl; the CLI's healthcheck GETs the local /health (exit 0 on 200).
+# python:3.11-slim has no curl; the CLI's healthcheck GETs the local /health (exit 0 on 200).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["trio-gfxsync", "healthcheck"]
 

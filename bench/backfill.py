@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 from common import infra, real_stack, summary
 
-from tests.support.agent import AgentProcess, agent_env
+from tests.support.agent import agent_env, running_agent
 from tests.support.tree import build_nas
-from tests.support.waits import wait_until_equal
+from tests.support.waits import wait_for, wait_until_equal
 from trio_gfxsync.delivery.batching import BatchBuffer
 from trio_gfxsync.pokergfx import parse_session
 from trio_gfxsync.targets.postgrest import UPSERT_PARAMS, UPSERT_PREFER
@@ -85,15 +85,17 @@ def main() -> None:
                 log_level="WARNING",
             )
             started = time.monotonic()
-            agent = AgentProcess(env, tmp / "agent.log").start()
-            try:
+            with running_agent(env, tmp / "agent.log", ready=None):
                 # a cheap count while waiting (the full comparison reads every file and row)
-                while infra.query(db.dsn, "select count(*) as n from gfx_sessions")[0]["n"] < n:
-                    time.sleep(0.02)
+                wait_for(
+                    lambda: (
+                        infra.query(db.dsn, "select count(*) as n from gfx_sessions")[0]["n"] >= n
+                    ),
+                    600,
+                    f"{n} rows",
+                    interval=0.02,
+                )
                 agent_times.append(wait_until_equal(nas, db.dsn, timeout=600, since=started))
-                agent.stop()
-            finally:
-                agent.kill()
     print(f"{n} sessions, {size / 2**20:.1f} MiB in 10 PC folders")
     print(f"agent    (start -> table == NAS): {summary(agent_times)}")
     print(f"baseline (bare parse + upsert):   {summary(base_times)}")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from common import infra, real_stack, summary
 
-from tests.support.agent import AgentProcess, agent_env
+from tests.support.agent import agent_env, running_agent
 from tests.support.tree import build_nas, grow
-from tests.support.waits import wait_until_equal
+from tests.support.waits import wait_for, wait_until_equal
 
 
 def main() -> None:
@@ -41,8 +41,7 @@ def main() -> None:
             poll_interval=args.poll_interval,
             log_level="WARNING",
         )
-        agent = AgentProcess(env, tmp / "agent.log").start()
-        try:
+        with running_agent(env, tmp / "agent.log"):
             wait_until_equal(nas, db.dsn, timeout=120)
             latencies = []
             for _ in range(args.runs):
@@ -51,19 +50,15 @@ def main() -> None:
                 session = sessions[path]
                 grow(path, session, rng)
                 written = time.monotonic()
-                while True:
+
+                def stored(sid: int = session.session_id, hands: int = len(session.hands)) -> bool:
                     rows = infra.query(
-                        db.dsn,
-                        "select hand_count from gfx_sessions where session_id = %s",
-                        (session.session_id,),
+                        db.dsn, "select hand_count from gfx_sessions where session_id = %s", (sid,)
                     )
-                    if rows and rows[0]["hand_count"] == len(session.hands):
-                        break
-                    time.sleep(0.01)
+                    return bool(rows) and rows[0]["hand_count"] == hands
+
+                wait_for(stored, 60, "the rewritten session's row", interval=0.01)
                 latencies.append(time.monotonic() - written)
-            agent.stop()
-        finally:
-            agent.kill()
     target = args.poll_interval + 1.0
     print(f"rewrite -> row updated, poll_interval {args.poll_interval}s: {summary(latencies)}")
     print(

@@ -11,10 +11,10 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 
-import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.records import sized_record
 from trio_gfxsync.delivery.batching import Batch, BatchBuffer, keep_newest, split
 from trio_gfxsync.pokergfx import SessionRecord, parse_session
 from trio_gfxsync.records import FileVersion, Key
@@ -23,38 +23,7 @@ HYPOTHESIS = settings(max_examples=200, deadline=None, suppress_health_check=[He
 BIG = 1 << 40
 
 
-def make_record(
-    pc_id: str = "PC01",
-    session_id: int = 638966318331324926,
-    *,
-    hand_count: int = 1,
-    mtime_ns: int = 1_000,
-    sha: str | None = None,
-    rel_path: str | None = None,
-    row_size: int = 64,
-) -> SessionRecord:
-    """A record whose `row` is a JSON object of exactly `row_size` bytes (at least ~100)."""
-    sha = (
-        sha or hashlib.sha256(f"{pc_id}/{session_id}/{hand_count}/{mtime_ns}".encode()).hexdigest()
-    )
-    rel_path = rel_path or f"GameID={session_id}.json"
-    head = {"gfx_pc_id": pc_id, "session_id": session_id, "file_hash": sha, "pad": ""}
-    row = orjson.dumps(head)
-    pad = max(0, row_size - len(row))
-    row = orjson.dumps({**head, "pad": "x" * pad})
-    return SessionRecord(
-        version=FileVersion(pc_id, rel_path, row_size, mtime_ns, sha),
-        session_id=session_id,
-        file_name=rel_path.rsplit("/", 1)[-1],
-        table_type="FINAL_TABLE",
-        event_title=None,
-        software_version=None,
-        hand_count=hand_count,
-        player_count=0,
-        session_created_at=None,
-        raw_json=b"{}",
-        row=row,
-    )
+make_record = sized_record
 
 
 def buffer(
@@ -343,7 +312,8 @@ def test_empty_is_never_due() -> None:
 
 
 # Times are multiples of 1/64 below 2**20: sums and differences are exact in binary floating
-# point, so this checks the rule itself; rounding is the subject of the xfail test below.
+# point, so this checks the rule itself; rounding is
+# test_due_at_next_deadline_despite_float_rounding's subject.
 exact_times = st.integers(0, 2**20 * 64).map(lambda n: n / 64)
 
 

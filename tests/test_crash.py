@@ -1,6 +1,8 @@
-"""Crash tests: SIGKILL the agent at random moments of a 500-session backfill, including the
-window where PostgREST has committed a batch and the agent has not yet seen the answer; then
-restart, and the database must equal the NAS exactly. Two agents on one NAS must agree too.
+"""Crash tests: SIGKILL the agent at random moments while it is uploading, inside the window
+where PostgREST has committed a batch and the agent has not seen the answer, and inside the
+opposite window (records acknowledged locally in the offline queue, not yet in the table); then
+restart, and the database must equal the NAS exactly. Two agents on one NAS must agree too, each
+carrying on alone when the other is killed.
 
 Seeds are fixed (GFXSYNC_CRASH_SEED overrides, for a longer hunt outside CI).
 """
@@ -17,15 +19,15 @@ from pathlib import Path
 import pytest
 
 from tests.support import infra
-from tests.support.agent import AgentProcess, agent_env
-from tests.support.tree import build_nas, grow
-from tests.support.waits import queue_figures, wait_until_equal
+from tests.support.agent import AgentProcess, agent_env, running_agent
+from tests.support.tree import build_nas, grow, make_session, write_session
+from tests.support.waits import queue_figures, wait_for, wait_until_equal
 
 pytestmark = pytest.mark.e2e
 
 SEED = int(os.environ.get("GFXSYNC_CRASH_SEED", "20261126"))
-ROUNDS = 20
-HOLD_EVERY = 4  # every 4th round kills inside the committed-but-not-acknowledged window
+ROUNDS = 18  # a third each: mid-upload, committed-not-acknowledged, queued-not-committed
+UPLOAD_LATENCY = 0.08  # per upsert at the gateway: a round's backfill lasts about a second
 
 
 class ResponseHold:
@@ -53,34 +55,80 @@ class ResponseHold:
         self.armed = True
 
 
+class SlowUpserts:
+    """Every upsert takes UPLOAD_LATENCY at the gateway; counts them as they arrive."""
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self.first = threading.Event()
+        self.failing = False  # answer 500 (upstream down) instead: nothing reaches the table
+
+    def __call__(self, request: infra.GatewayRequest) -> infra.FaultAnswer | None:
+        if request.method != "POST" or request.path != "/gfx_sessions" or request.body == b"[]":
+            return None
+        self.arrived += 1
+        self.first.set()
+        if self.failing:
+            return 500, {"content-type": "application/json"}, b'{"message":"internal error"}'
+        time.sleep(UPLOAD_LATENCY)
+        return None
+
+
+def rows_in_table(dsn: str) -> int:
+    return int(infra.query(dsn, "select count(*) as n from gfx_sessions")[0]["n"])
+
+
 def test_sigkill_at_random_moments_loses_nothing(
     tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
 ) -> None:
     rng = random.Random(SEED)
     nas = tmp_path / "nas"
-    sessions = build_nas(nas, pcs=10, sessions_per_pc=50, seed=SEED, max_hands=4)
-    assert len(sessions) == 500
+    sessions = build_nas(nas, pcs=10, sessions_per_pc=20, seed=SEED, max_hands=4)
     env = agent_env(
         nas=nas,
         queue=tmp_path / "queue",
         gateway_url=fresh_gateway.url,
         key=fresh_gateway.key,
-        batch_size=25,
+        batch_size=10,
         log_level="INFO",
     )
-    hold = ResponseHold()
+    hold, slow = ResponseHold(), SlowUpserts()
     fresh_gateway.after_upstream = hold
+    fresh_gateway.fault = slow
     log_path = tmp_path / "agent.log"
-    held_kills = 0
+    kills = {"mid_upload": 0, "committed_not_acked": 0, "queued_not_committed": 0}
+    index = 1000
     for round_no in range(ROUNDS):
+        kind = ("mid_upload", "committed_not_acked", "queued_not_committed")[round_no % 3]
+        # each round brings new sessions, so there is always a backfill to interrupt
+        for _ in range(40):
+            index += 1
+            session = make_session(index, rng.randrange(1, 5), rng)
+            path = nas / f"PC{rng.randrange(1, 11):02d}" / f"11{round_no:02d}" / session.file_name
+            write_session(path, session)
+            sessions[path] = session
+        slow.first.clear()
+        slow.failing = kind == "queued_not_committed"
+        if kind == "committed_not_acked":
+            hold.arm()
         agent = AgentProcess(env, log_path).start()
         try:
-            if round_no % HOLD_EVERY == HOLD_EVERY - 1:
-                hold.arm()
-                if hold.held.wait(20):
-                    held_kills += 1
+            if kind == "mid_upload":
+                assert slow.first.wait(30), "no upload this round"
+                time.sleep(rng.uniform(0.0, 0.6))
+                expected = len({(p.parts[-3], s.session_id) for p, s in sessions.items()})
+                if rows_in_table(clean_db.dsn) < expected:
+                    kills[kind] += 1  # the table was still behind: a backfill was under way
+            elif kind == "committed_not_acked":
+                if hold.held.wait(30):
+                    kills[kind] += 1
             else:
-                time.sleep(rng.uniform(0.2, 2.5))
+                # upstream answers 500: batches go to the offline queue (acknowledged there)
+                pending = wait_for(
+                    lambda: queue_figures(tmp_path / "queue")["pending"], 60, "queued records"
+                )
+                if pending:
+                    kills[kind] += 1
             # PokerGFX keeps writing while the agent dies and restarts
             for path in rng.sample(sorted(sessions), 3):
                 grow(path, sessions[path], rng)
@@ -90,58 +138,94 @@ def test_sigkill_at_random_moments_loses_nothing(
                 agent.wait_exit(10)
             hold.armed = False
             hold.release.set()
-    assert held_kills >= ROUNDS // HOLD_EVERY - 1, "the commit window was not reached"
+            slow.failing = False
+    print(f"{ROUNDS} SIGKILLs: {kills}")
+    for kind, count in kills.items():
+        assert count >= ROUNDS // 3 - 1, f"the {kind} window was not reached: {kills}"
 
+    fresh_gateway.fault = None  # the last restart's figure is the agent's, not the latency's
     restarted = time.monotonic()
-    agent = AgentProcess(env, log_path).start()
-    try:
-        took = wait_until_equal(nas, clean_db.dsn, timeout=60, since=restarted)
-        print(
-            f"{ROUNDS} SIGKILLs ({held_kills} inside the commit window): "
-            f"table equal to the NAS {took:.2f}s after the last restart"
-        )
+    with running_agent(env, log_path, ready=None):
+        took = wait_until_equal(nas, clean_db.dsn, timeout=90, since=restarted)
+        print(f"table equal to the NAS {took:.2f}s after the last restart")
+        assert wait_for(lambda: queue_figures(tmp_path / "queue")["pending"] == 0, 30, "empty")
         assert queue_figures(tmp_path / "queue")["refused"] == 0
         assert queue_figures(tmp_path / "queue")["quarantined"] == 0
-        code, seconds = agent.stop()
-        assert code == 0 and seconds < 10, agent.tail()
-    finally:
-        agent.kill()
 
 
-def test_two_agents_on_one_nas_end_in_the_same_exact_state(
-    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+def upserts_stored(gateway: infra.Gateway) -> int:
+    return sum(
+        1
+        for r in gateway.records
+        if r.method == "POST" and r.path == "/gfx_sessions" and 200 <= r.status < 300
+    )
+
+
+def test_two_agents_on_one_nas_each_carries_on_when_the_other_is_killed(
+    tmp_path: Path,
+    clean_db: infra.Database,
+    fresh_gateway: infra.Gateway,
+    postgrest: infra.PostgrestServer,
 ) -> None:
+    """An HA pair: each agent behind its own gateway (to count each one's upserts)."""
     rng = random.Random(SEED + 1)
     nas = tmp_path / "nas"
     sessions = build_nas(nas, pcs=4, sessions_per_pc=40, seed=SEED + 1, max_hands=4)
-    agents = [
-        AgentProcess(
-            agent_env(
-                nas=nas,
-                queue=tmp_path / f"queue-{name}",
-                gateway_url=fresh_gateway.url,
-                key=fresh_gateway.key,
-                batch_size=20,
-                log_level="INFO",
-            ),
-            tmp_path / f"agent-{name}.log",
-        ).start()
-        for name in ("a", "b")
-    ]
-    try:
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:  # the crew keeps playing while both agents sync
+    other = infra.start_gateway(postgrest.url, postgrest.jwt_secret, fresh_gateway.key)
+    gateways = {"a": fresh_gateway, "b": other}
+
+    def env_for(name: str) -> dict[str, str]:
+        return agent_env(
+            nas=nas,
+            queue=tmp_path / f"queue-{name}",
+            gateway_url=gateways[name].url,
+            key=fresh_gateway.key,
+            batch_size=20,
+            log_level="INFO",
+        )
+
+    def play(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:  # the crew keeps playing
             for path in rng.sample(sorted(sessions), 4):
                 grow(path, sessions[path], rng)
             time.sleep(0.3)
-        took = wait_until_equal(nas, clean_db.dsn, timeout=60)
-        print(f"two agents: table equal to the NAS {took:.2f}s after the last write")
-        for agent in agents:
-            code, seconds = agent.stop()
-            assert code == 0 and seconds < 10, agent.tail()
+
+    def kill(agent: AgentProcess) -> None:
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGKILL)
+        agent.wait_exit(10)
+
+    try:
+        a = AgentProcess(env_for("a"), tmp_path / "agent-a.log").start()
+        b = AgentProcess(env_for("b"), tmp_path / "agent-b.log").start()
+        try:
+            play(4)
+            took = wait_until_equal(nas, clean_db.dsn, timeout=60)
+            print(f"two agents: table equal to the NAS {took:.2f}s after the last write")
+            assert upserts_stored(gateways["a"]) >= 1 and upserts_stored(gateways["b"]) >= 1
+
+            kill(a)  # B alone must take every change from here
+            before = upserts_stored(gateways["b"])
+            play(3)
+            took = wait_until_equal(nas, clean_db.dsn, timeout=60)
+            print(f"A killed: B alone equal to the NAS {took:.2f}s after the last write")
+            assert upserts_stored(gateways["b"]) > before
+
+            a = AgentProcess(env_for("a"), tmp_path / "agent-a.log").start()
+            a.wait_event("agent_started")
+            kill(b)  # and now A alone
+            before = upserts_stored(gateways["a"])
+            play(3)
+            took = wait_until_equal(nas, clean_db.dsn, timeout=60)
+            print(f"B killed: A alone equal to the NAS {took:.2f}s after the last write")
+            assert upserts_stored(gateways["a"]) > before
+            a.stop_cleanly()
+        finally:
+            a.kill()
+            b.kill()
     finally:
-        for agent in agents:
-            agent.kill()
+        other.close()
 
 
 def test_sigterm_with_an_upload_hanging_exits_0_within_10s_and_loses_nothing(
@@ -160,20 +244,14 @@ def test_sigterm_with_an_upload_hanging_exits_0_within_10s_and_loses_nothing(
     hold = ResponseHold()
     fresh_gateway.after_upstream = hold
     hold.arm()
-    agent = AgentProcess(env, tmp_path / "agent.log").start()
     try:
-        assert hold.held.wait(20), "no upload reached the gateway"
-        code, seconds = agent.stop()  # the upload in flight never gets its answer
-        print(f"SIGTERM with an upload hanging: exit {code} in {seconds:.2f}s")
-        assert code == 0 and seconds < 10, agent.tail()
-        assert queue_figures(tmp_path / "queue")["pending"] > 0  # the rest was spilled, durably
+        with running_agent(env, tmp_path / "agent.log", ready=None, stop=False) as agent:
+            assert hold.held.wait(20), "no upload reached the gateway"
+            seconds = agent.stop_cleanly()  # the upload in flight never gets its answer
+            print(f"SIGTERM with an upload hanging: exit 0 in {seconds:.2f}s")
+            assert queue_figures(tmp_path / "queue")["pending"] > 0  # the rest spilled, durably
     finally:
         hold.release.set()
-        agent.kill()
-    agent = AgentProcess(env, tmp_path / "agent.log").start()
-    try:
+    with running_agent(env, tmp_path / "agent.log", ready=None):
         took = wait_until_equal(nas, clean_db.dsn, timeout=30)
         print(f"after the restart: table equal to the NAS in {took:.2f}s")
-        assert agent.stop()[0] == 0
-    finally:
-        agent.kill()

@@ -128,11 +128,28 @@ def test_hadolint_really_lints() -> None:
     assert "DL3006" in result.stdout and "DL3013" in result.stdout, result.stdout
 
 
-def test_dockerfile_builds_on_python_312_slim() -> None:
+def test_dockerfile_builds_on_the_python_the_tests_run() -> None:
     pairs = _instructions(DOCKERFILE.read_text())
     images = [args.split()[0] for keyword, args in pairs if keyword == "FROM"]
     assert images, "no FROM"
-    assert all(image == "python:3.12-slim" for image in images), images
+    tested = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
+    assert all(image == tested for image in images), images
+
+
+def test_the_image_and_the_tests_install_from_the_same_pins() -> None:
+    builder = [args for keyword, args in _instructions(DOCKERFILE.read_text()) if keyword == "RUN"]
+    assert any("pip wheel" in args and "--constraint constraints.txt" in args for args in builder)
+    setup = (ROOT / "scripts" / "_setup.sh").read_text()
+    assert "-c constraints.txt" in setup
+    pins = dict(
+        line.split("#")[0].split(";")[0].strip().split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    from importlib.metadata import version
+
+    for name in ("trio", "httpx", "anyio", "pydantic", "orjson", "hypercorn", "pytest"):
+        assert version(name) == pins[name], f"{name}: installed {version(name)}, pinned {pins[name]}"
 
 
 def test_dockerfile_runtime_stage() -> None:

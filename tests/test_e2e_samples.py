@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import infra
-from tests.support.agent import AgentProcess, agent_env
+from tests.support.agent import agent_env, run_cli, running_agent
 from tests.support.truth import (
     GROWING_SESSION,
     PC_FOLDER,
@@ -21,22 +21,12 @@ from tests.support.truth import (
     mismatches,
     set_mtime,
 )
+from tests.support.waits import wait_for, wait_until_equal
 
 pytestmark = pytest.mark.e2e
 
 EARLY_COPY = f"{PC_FOLDER}/1017/PGFX_live_data_export GameID={GROWING_SESSION}.json"
 LATE_COPY = f"{PC_FOLDER}/1021/PGFX_live_data_export GameID={GROWING_SESSION}.json"
-
-
-def wait_until_equal(nas: Path, dsn: str, timeout: float) -> float:
-    started = time.monotonic()
-    while True:
-        problems = mismatches(nas, dsn)
-        if not problems:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError("table differs from the NAS:\n" + "\n".join(problems[:20]))
-        time.sleep(0.2)
 
 
 def add_hand(path: Path) -> int:
@@ -77,8 +67,7 @@ def test_samples_end_to_end(
         key=fresh_gateway.key,
         batch_size=batch_size,
     )
-    agent = AgentProcess(env, tmp_path / "agent.log").start()
-    try:
+    with running_agent(env, tmp_path / "agent.log", ready=None) as agent:
         elapsed = wait_until_equal(nas, clean_db.dsn, timeout=60)
         rows = infra.query(
             clean_db.dsn,
@@ -91,53 +80,46 @@ def test_samples_end_to_end(
         print(
             f"backfill of {len(expected_rows(nas))} sessions equal to the NAS after {elapsed:.2f}s"
         )
-
-        code, seconds = agent.stop()
-        assert code == 0, agent.tail()
-        assert seconds < 10, f"SIGTERM took {seconds:.2f}s"
+        seconds = agent.stop_cleanly()
         print(f"SIGTERM -> exit 0 in {seconds:.2f}s")
 
-        # Restart: nothing changed, so nothing is sent.
-        fresh_gateway.reset()
-        agent = AgentProcess(env, tmp_path / "agent.log").start()
-        agent.wait_event("pc_scanned", pc_id=PC_FOLDER)
-        time.sleep(3 * 1.0 + 1)  # three polls and a linger
-        assert fresh_gateway.count("POST", "/gfx_sessions") == 0, fresh_gateway.records
+    # Restart: nothing changed, so nothing is sent. The first scan finds no backlog, and the
+    # only upsert afterwards is the rewrite below (stored means the pipeline has run past it).
+    fresh_gateway.reset()
+    with running_agent(env, tmp_path / "agent.log", ready=None) as agent:
+        scanned = agent.wait_event("pc_scanned", pc_id=PC_FOLDER)
+        assert scanned["backlog"] == 0 and scanned["files"] == 10, scanned
 
         # A hand ends: the file is rewritten in place and its row must follow.
         target = nas / LATE_COPY
         hands = add_hand(target)
         written = time.monotonic()
-        deadline = written + 10
-        while time.monotonic() < deadline:
+
+        def updated() -> bool:
             rows = infra.query(
                 clean_db.dsn,
                 "select hand_count from gfx_sessions where session_id = %s",
                 (GROWING_SESSION,),
             )
-            if rows and rows[0]["hand_count"] == hands:
-                break
-            time.sleep(0.05)
+            return bool(rows) and rows[0]["hand_count"] == hands
+
+        wait_for(updated, 20, "the rewritten session's row")
         latency = time.monotonic() - written
-        assert rows[0]["hand_count"] == hands, f"row not updated within 10 s: {agent.tail()}"
         print(f"rewritten file in the table after {latency:.2f}s (poll_interval 1.0)")
         assert mismatches(nas, clean_db.dsn) == []
-        assert fresh_gateway.count("POST", "/gfx_sessions") >= 1
-
-        code, seconds = agent.stop()
-        assert code == 0, agent.tail()
-        assert seconds < 10
+        upserts = [
+            r for r in fresh_gateway.records if r.method == "POST" and r.path == "/gfx_sessions"
+        ]
+        assert len(upserts) == 1, f"only the rewritten session is sent: {upserts}"
+        agent.stop_cleanly()
         assert not [e for e in agent.events if e.get("level") == "error"], agent.tail()
-    finally:
-        agent.kill()
 
 
 def test_bad_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
     env = agent_env(nas=tmp_path, queue=tmp_path, gateway_url="ftp://nowhere", key="sb_secret_x")
     env["GFX_SYNC_BATCH_SIZE"] = "zero"
-    agent = AgentProcess(env, tmp_path / "agent.log").start()
-    code = agent.wait_exit(30)
-    output = (tmp_path / "agent.log").read_text()
+    result = run_cli(env, "run", timeout=30)
+    code, output = result.returncode, result.stdout + result.stderr
     assert code == 2
     assert "GFX_SYNC_SUPABASE_URL: must be an http:// or https:// URL" in output
     assert "GFX_SYNC_BATCH_SIZE:" in output
@@ -146,13 +128,6 @@ def test_bad_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
 
 
 def test_schema_prints_the_migration() -> None:
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-m", "trio_gfxsync", "schema"],
-        capture_output=True,
-        check=True,
-        env={**os.environ},
-    ).stdout.decode()
-    assert out == infra.migration_path().read_text()
+    result = run_cli({**os.environ}, "schema")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == infra.migration_path().read_text()

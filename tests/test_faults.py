@@ -7,18 +7,18 @@ the dead letter must hold only what the fault made undeliverable, and the agent 
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
 from tests.support import infra
-from tests.support.agent import AgentProcess, agent_env
+from tests.support.agent import AgentProcess, agent_env, run_cli, running_agent
 from tests.support.tree import build_nas, grow, make_session, write_session
 from tests.support.truth import mismatches
 from tests.support.waits import dead_letters, queue_figures, wait_for, wait_until_equal
@@ -62,16 +62,26 @@ def setup(
     yield nas, tmp_path / "queue", fresh_gateway, ctx
 
 
-def start(ctx: dict, **overrides: object) -> AgentProcess:
+def start(ctx: dict, **overrides: object) -> AbstractContextManager[AgentProcess]:
+    """The agent for a `with` block: it must stop cleanly (exit 0 within 10 s) at its end."""
     env = dict(ctx["env"])
     env.update({f"GFX_SYNC_{k.upper()}": str(v) for k, v in overrides.items()})
-    return AgentProcess(env, ctx["tmp"] / "agent.log").start()
+    return running_agent(env, ctx["tmp"] / "agent.log")
 
 
-def stop_cleanly(agent: AgentProcess) -> None:
-    code, seconds = agent.stop()
-    assert code == 0, agent.tail()
-    assert seconds < 10, f"SIGTERM took {seconds:.1f}s"
+def polls_after(agent: AgentProcess, count: int, timeout: float = 60) -> None:
+    """Until every PC has completed `count` more polls (read from /api/status)."""
+
+    def polls() -> dict[str, int]:
+        pcs = httpx.get(f"{agent.url}/api/status").json()["pcs"]
+        return {pc["id"]: pc["polls"] for pc in pcs}
+
+    start_at = polls()
+    wait_for(
+        lambda: all(n >= start_at.get(pc, 0) + count for pc, n in polls().items()),
+        timeout,
+        f"{count} more polls of every PC",
+    )
 
 
 def grow_some(sessions: dict, count: int, seed: int) -> None:
@@ -90,8 +100,7 @@ def test_blackout_during_backfill_queues_then_recovers(setup) -> None:
             gateway.blackout = True  # from the next request on: connections closed unanswered
 
     gateway.fault = fault
-    agent = start(ctx)
-    try:
+    with start(ctx):
         wait_for(lambda: gateway.blackout, 30, "the blackout to start")
         blackout_started = time.monotonic()
         grow_some(ctx["sessions"], 5, seed=1)  # live changes while upstream is gone
@@ -106,10 +115,6 @@ def test_blackout_during_backfill_queues_then_recovers(setup) -> None:
         figures = queue_figures(queue)
         assert figures["refused"] == 0 and figures["quarantined"] == 0
         assert gateway.bad_bearer_count == 0
-        stop_cleanly(agent)
-    finally:
-        gateway.blackout = False
-        agent.kill()
 
 
 def test_429_storm_honours_retry_after_for_every_request(setup) -> None:
@@ -135,16 +140,12 @@ def test_429_storm_honours_retry_after_for_every_request(setup) -> None:
         return None
 
     gateway.fault = fault
-    agent = start(ctx)
-    try:
+    with start(ctx):
         took = wait_until_equal(nas, ctx["dsn"], timeout=60)
         print(f"429 storm (8 answers, Retry-After 2): equal to the NAS after {took:.2f}s")
         assert len(answered_429) == 8
         assert early == [], f"requests sent before Retry-After allowed: {early}"
         assert queue_figures(queue)["refused"] == 0
-        stop_cleanly(agent)
-    finally:
-        agent.kill()
 
 
 @pytest.mark.parametrize("fault_kind", ["503", "timeout", "reset"])
@@ -166,15 +167,11 @@ def test_transient_faults_end_equal(setup, fault_kind: str) -> None:
         raise infra._DropConnection
 
     gateway.fault = fault
-    agent = start(ctx, request_timeout=2)
-    try:
+    with start(ctx, request_timeout=2):
         took = wait_until_equal(nas, ctx["dsn"], timeout=60)
         print(f"{fault_kind} x5: equal to the NAS after {took:.2f}s")
         wait_for(lambda: queue_figures(queue)["pending"] == 0, 15, "an empty queue")
         assert queue_figures(queue)["refused"] == 0
-        stop_cleanly(agent)
-    finally:
-        agent.kill()
 
 
 def test_413_splits_batches_and_dead_letters_only_the_oversized_record(setup) -> None:
@@ -191,8 +188,7 @@ def test_413_splits_batches_and_dead_letters_only_the_oversized_record(setup) ->
         return None
 
     gateway.fault = fault
-    agent = start(ctx, batch_size=500)
-    try:
+    with start(ctx, batch_size=500):
 
         def only_big_missing() -> bool:
             return mismatches(nas, ctx["dsn"]) == [f"missing ('PC01', {big.session_id})"]
@@ -202,19 +198,6 @@ def test_413_splits_batches_and_dead_letters_only_the_oversized_record(setup) ->
         assert [(e["reason"], e["status"], e["session_id"]) for e in entries] == [
             ("payload_too_large", 413, big.session_id)
         ]
-        stop_cleanly(agent)
-    finally:
-        agent.kill()
-
-
-def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trio_gfxsync", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_refused_record_is_isolated_dead_lettered_and_replayed(setup) -> None:
@@ -234,8 +217,7 @@ def test_refused_record_is_isolated_dead_lettered_and_replayed(setup) -> None:
         return None
 
     gateway.fault = fault
-    agent = start(ctx, max_retries=2)
-    try:
+    with start(ctx, max_retries=2):
         entries = wait_for(lambda: dead_letters(queue), 60, "the refused record's dead letter")
         assert [(e["kind"], e["code"], e["session_id"], e["attempts"]) for e in entries] == [
             ("refused", "23514", victim.session_id, 3)
@@ -255,37 +237,37 @@ def test_refused_record_is_isolated_dead_lettered_and_replayed(setup) -> None:
         took = wait_until_equal(nas, ctx["dsn"], timeout=30)
         print(f"dlq replay: stored {took:.2f}s after the command")
         assert queue_figures(queue)["refused"] == 0
-        stop_cleanly(agent)
-    finally:
-        agent.kill()
 
 
 def test_key_rotation_pauses_and_queues_without_dead_letters(setup) -> None:
     nas, queue, gateway, ctx = setup
-    agent = start(ctx)
-    try:
+    with start(ctx) as agent:
         wait_until_equal(nas, ctx["dsn"], timeout=60)
         old_key = gateway.key
         gateway.key = "sb_secret_ROTATED_" + "x" * 24  # Supabase now refuses the agent's key
         grow_some(ctx["sessions"], 6, seed=2)
+        agent.wait_event("upstream_state", state="rejected", timeout=30)
+        rejected_at = len(gateway.records)
+        paused = time.monotonic()
+        # while paused the crew keeps playing: every change is queued, none is sent
+        for seed in (3, 4, 5):
+            grow_some(ctx["sessions"], 3, seed=seed)
+            polls_after(agent, 1)
         wait_for(lambda: queue_figures(queue)["pending"] >= 6, 30, "changes queued while rejected")
-        agent.wait_event("upstream_state", state="rejected")
+        during = gateway.records[rejected_at:]
+        window = time.monotonic() - paused
+        print(f"rejected key: {len(during)} requests in {window:.1f}s of pause: {during}")
+        # paused means paused: at most the ~30 s re-probe, never an upload per change
+        assert len(during) <= 2, during
         assert queue_figures(queue)["refused"] == 0
-        stop_cleanly(agent)
-    finally:
-        agent.kill()
     # the operator puts the new key in .env and restarts the container
     restarted = time.monotonic()
-    agent = start(ctx, supabase_secret_key=gateway.key)
-    try:
+    with start(ctx, supabase_secret_key=gateway.key) as agent:
         took = wait_until_equal(nas, ctx["dsn"], timeout=30, since=restarted)
         print(f"key rotation: synced {took:.2f}s after the restart with the new key")
         wait_for(lambda: queue_figures(queue)["pending"] == 0, 10, "an empty queue")
         assert old_key not in agent.log_path.read_text()
         assert gateway.key not in agent.log_path.read_text()
-        stop_cleanly(agent)
-    finally:
-        agent.kill()
 
 
 def test_bad_files_are_quarantined_once_and_retried_when_they_change(setup) -> None:
@@ -294,8 +276,7 @@ def test_bad_files_are_quarantined_once_and_retried_when_they_change(setup) -> N
     broken.write_bytes(b'{"ID": 638964779563363778, "Hands": [')  # stable and invalid
     no_id = nas / "PC03" / "1019" / "notes.json"
     no_id.write_bytes(b'{"Hands": []}')
-    agent = start(ctx)
-    try:
+    with start(ctx) as agent:
         entries = wait_for(
             lambda: len(dead_letters(queue)) == 2 and dead_letters(queue), 30, "two quarantines"
         )
@@ -306,7 +287,7 @@ def test_bad_files_are_quarantined_once_and_retried_when_they_change(setup) -> N
         copy = ctx["tmp"] / "queue" / "_error" / "PC02" / "1019" / broken.name
         assert copy.read_bytes() == broken.read_bytes()
         assert broken.read_bytes().startswith(b'{"ID"')  # the source is untouched
-        time.sleep(3)  # several polls: still logged once per file version
+        polls_after(agent, 3)  # every PC polled three more times: still once per version
         events = agent.read_events()
         assert sum(e["event"] == "file_quarantined" for e in events) == 2
 
@@ -317,31 +298,32 @@ def test_bad_files_are_quarantined_once_and_retried_when_they_change(setup) -> N
         wait_for(lambda: len(dead_letters(queue)) == 1, 30, "the fixed file leaving quarantine")
         no_id.unlink()
         wait_until_equal(nas, ctx["dsn"], timeout=30)
-        stop_cleanly(agent)
-    finally:
-        agent.kill()
 
 
 def test_a_file_still_being_written_is_not_quarantined(setup) -> None:
+    """A slow SMB write: the file grows through many polls before it is complete JSON. Steps of
+    0.2 s against a 2 s poll leave a wide margin on a loaded machine; the agent must have seen
+    the half-written file (file_unsettled), or the test would prove nothing."""
     nas, queue, _, ctx = setup
-    agent = start(ctx)
-    try:
+    with start(ctx, poll_interval=2.0, log_level="DEBUG") as agent:
         wait_until_equal(nas, ctx["dsn"], timeout=60)
         session = make_session(777, 12, random.Random(9))
         data = session.to_bytes()
         target = nas / "PC04" / "1020" / session.file_name
-        # a slow SMB write: the file grows for ~4 s (several polls) before it is complete JSON
+        rel = f"1020/{session.file_name}"
+        step = len(data) // 30 + 1
         with open(target, "wb") as handle:
-            for start_at in range(0, len(data), len(data) // 12 + 1):
-                handle.write(data[start_at : start_at + len(data) // 12 + 1])
+            for start_at in range(0, len(data), step):
+                handle.write(data[start_at : start_at + step])
                 handle.flush()
-                time.sleep(0.35)
-        wait_until_equal(nas, ctx["dsn"], timeout=15)
+                time.sleep(0.2)
+        wait_until_equal(nas, ctx["dsn"], timeout=30)
+        events = agent.read_events()
+        assert any(e["event"] == "file_unsettled" and e.get("path") == rel for e in events), (
+            "the agent never read the file half-written: the test proved nothing"
+        )
         assert queue_figures(queue)["quarantined"] == 0
-        assert not any(e["event"] == "file_quarantined" for e in agent.read_events())
-        stop_cleanly(agent)
-    finally:
-        agent.kill()
+        assert not any(e["event"] == "file_quarantined" for e in events)
 
 
 def test_unwritable_error_folder_still_quarantines(setup) -> None:
@@ -349,12 +331,8 @@ def test_unwritable_error_folder_still_quarantines(setup) -> None:
     blocker = ctx["tmp"] / "not-a-folder"
     blocker.write_text("a file where the error folder should be")
     (nas / "PC01" / "1016" / "bad GameID=1.json").write_bytes(b'{"ID": "caf\xe9"}')
-    agent = start(ctx, error_folder=blocker / "errors")
-    try:
+    with start(ctx, error_folder=blocker / "errors") as agent:
         wait_for(lambda: queue_figures(queue)["quarantined"] == 1, 30, "the quarantine")
         event = agent.wait_event("file_quarantined")
         assert event["reason"] == "bad_encoding"
         assert event["copied_to"] is None and event["copy_error"]
-        stop_cleanly(agent)
-    finally:
-        agent.kill()

@@ -6,17 +6,17 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import orjson
 import pytest
 import trio
 import trio.testing
 
+from tests.support.records import parsed_record
 from trio_gfxsync.delivery.batcher import Batcher, UploadSlots
 from trio_gfxsync.delivery.batching import Batch, BatchBuffer
 from trio_gfxsync.delivery.gate import UpstreamGate
 from trio_gfxsync.errors import UpstreamError
 from trio_gfxsync.observe.status import AgentStatus
-from trio_gfxsync.pokergfx import SessionRecord, parse_session
+from trio_gfxsync.pokergfx import SessionRecord
 from trio_gfxsync.policy import Verdict
 from trio_gfxsync.state.ledger import FileLedger
 from trio_gfxsync.state.store import Store
@@ -66,13 +66,7 @@ async def test_one_request_in_flight_and_a_total_deadline(autojump_clock) -> Non
 
 
 def record(n: int) -> SessionRecord:
-    return parse_session(
-        orjson.dumps({"ID": 10**17 + n, "Hands": [{}] * n}),
-        pc_id="PC01",
-        rel_path=f"{n}.json",
-        mtime_ns=10**18 + n,
-        max_file_bytes=10**6,
-    )
+    return parsed_record(n, hands=n)
 
 
 async def test_the_batcher_spills_what_it_holds_to_the_queue_when_cancelled(
@@ -159,19 +153,25 @@ async def test_a_batch_the_busy_uploader_does_not_take_in_time_goes_to_the_queue
             slots.set_free(-1)
             await trio.sleep_forever()  # an upload that never ends
 
-        with trio.move_on_after(1.5):
+        async def queued_ids() -> list[int]:
+            return sorted(r.session_id - 10**17 for r in await store.due(100, 10**9))
+
+        with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stuck_uploader)
                 nursery.start_soon(batcher.run, record_recv, batch_send)
                 await record_send.send(record(1))
-                await trio.sleep(0.2)  # record 1 is with the uploader now
+                while not taken:  # record 1 is with the uploader, which never comes back
+                    await trio.sleep(0.01)
                 for n in (2, 3):
                     await record_send.send(record(n))
-                await trio.sleep(1.0)  # past flush_interval: 2 and 3 must not stay in memory
-                queued = sorted(r.session_id - 10**17 for r in await store.due(100, 10**9))
-                assert [[r.session_id - 10**17 for r in b.records] for b in taken] == [[1]]
-                assert queued == [2, 3]
-                assert len(batcher.buffer) == 0
+                # only the flush_interval deadline can move 2 and 3 out of memory: the one
+                # uploader is stuck, and nothing else takes from the batcher
+                while await queued_ids() != [2, 3]:
+                    await trio.sleep(0.05)
                 nursery.cancel_scope.cancel()
+        assert [[r.session_id - 10**17 for r in b.records] for b in taken] == [[1]]
+        assert await queued_ids() == [2, 3]
+        assert len(batcher.buffer) == 0
     finally:
         await store.close()

@@ -8,19 +8,18 @@ from __future__ import annotations
 import json
 import random
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import infra
-from tests.support.agent import AgentProcess, agent_env
-from tests.support.tree import build_nas, grow
-from tests.support.waits import queue_figures, wait_for, wait_until_equal
+from tests.support.agent import agent_env, run_cli, running_agent
+from tests.support.tree import build_nas, grow, make_session, write_session
+from tests.support.waits import dead_letters, queue_figures, wait_for, wait_until_equal
 
 pytestmark = pytest.mark.e2e
 
@@ -58,22 +57,13 @@ def ops(tmp_path: Path, clean_db: infra.Database, secret_gateway: infra.Gateway)
     }
 
 
-def start_agent(ops: dict, **overrides: object) -> tuple[AgentProcess, str]:
+def env_with(ops: dict, **overrides: object) -> dict[str, str]:
     env = dict(ops["env"])
     env.update({f"GFX_SYNC_{k.upper()}": str(v) for k, v in overrides.items()})
-    agent = AgentProcess(env, ops["tmp"] / "agent.log").start()
-    urls = agent.wait_event("http_listening")["urls"]
-    return agent, urls[0]
+    return env
 
 
-def cli(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trio_gfxsync", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+cli = run_cli
 
 
 def port_of(url: str) -> str:
@@ -90,9 +80,9 @@ def metrics_of(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def test_health_metrics_status_and_no_secret_anywhere(ops: dict) -> None:
-    agent, url = start_agent(ops)
     outputs: list[str] = []
-    try:
+    with running_agent(env_with(ops), ops["tmp"] / "agent.log") as agent:
+        url = agent.url
         wait_until_equal(ops["nas"], ops["dsn"], timeout=60)
         health = wait_for(
             lambda: (r := httpx.get(f"{url}/health")).json()["status"] == "healthy" and r,
@@ -155,27 +145,39 @@ def test_health_metrics_status_and_no_secret_anywhere(ops: dict) -> None:
         assert sum(b["sessions"] for b in status["throughput"]) >= len(ids)
         outputs.append(json.dumps(status))
 
-        # SSE: a status event at once, and a file that lands shows within 2 s
+        # SSE: a status event at once, then a push for a session that did not exist before
         with httpx.stream("GET", f"{url}/api/events", timeout=10) as stream:
             lines = stream.iter_lines()
             assert next(lines) == "event: status"
             first = json.loads(next(lines).removeprefix("data: "))
             assert first["status"] == "healthy"
-            path = sorted(ops["sessions"])[0]
-            grow(path, ops["sessions"][path], random.Random(1))
+            outputs.append(json.dumps(first))
+            new = make_session(9000, 2, random.Random(11))
+            write_session(ops["nas"] / "PC02" / "1021" / new.file_name, new)
+            rel = f"1021/{new.file_name}"
             landed = time.monotonic()
+            deadline = landed + 30
             seen = None
-            for line in lines:
-                if line.startswith("data: "):
-                    data = json.loads(line[6:])
-                    if any(e["kind"] == "synced" for e in data["events"][:3]) and any(
-                        e["path"] == path.relative_to(ops["nas"] / "PC01").as_posix()
-                        for e in data["events"]
-                    ):
-                        seen = time.monotonic() - landed
-                        break
-            assert seen is not None and seen < 4, f"SSE showed the new file after {seen}"
-            print(f"SSE: new file visible {seen:.2f}s after the write (poll_interval 1.0)")
+            for line in lines:  # the server pushes at least once a second: the loop ends
+                if time.monotonic() > deadline:
+                    break
+                if not line.startswith("data: "):
+                    continue
+                outputs.append(line)
+                data = json.loads(line[6:])
+                created = any(
+                    e["kind"] == "created" and e["path"] == rel and e["pc_id"] == "PC02"
+                    for e in data["events"]
+                )
+                pc02 = next(pc for pc in data["pcs"] if pc["id"] == "PC02")
+                if created and pc02["sessions_synced"] == per_pc["PC02"] + 1:
+                    seen = time.monotonic() - landed
+                    break
+            assert seen is not None, "no SSE push showed the new session as synced within 30 s"
+            print(f"SSE: new session shown synced {seen:.2f}s after the write (poll 1.0 s)")
+        assert infra.query(
+            ops["dsn"], "select 1 from gfx_sessions where session_id = %s", (new.session_id,)
+        ), "what SSE showed is in the table"
 
         # the dashboard page itself
         page = httpx.get(f"{url}/")
@@ -210,6 +212,7 @@ def test_health_metrics_status_and_no_secret_anywhere(ops: dict) -> None:
         outputs.append(httpx.get(f"{url}/api/status").text)
         health_cli = cli({**ops["env"], "GFX_SYNC_HEALTH_PORT": port_of(url)}, "healthcheck")
         assert health_cli.returncode == 0, health_cli.stdout + health_cli.stderr
+        outputs.append(health_cli.stdout + health_cli.stderr)
         ops["gateway"].blackout = False
         wait_until_equal(ops["nas"], ops["dsn"], timeout=30)
 
@@ -234,13 +237,6 @@ def test_health_metrics_status_and_no_secret_anywhere(ops: dict) -> None:
         assert "rejected" in status_cli.stdout
         outputs.append(status_cli.stdout + status_cli.stderr)
         ops["gateway"].key = SECRET
-
-        code, seconds = agent.stop()
-        assert code == 0 and seconds < 10
-    finally:
-        ops["gateway"].key = SECRET
-        ops["gateway"].blackout = False
-        agent.kill()
     log_text = (ops["tmp"] / "agent.log").read_text()
     outputs.append(log_text)
     # every log line is one JSON object with an event name
@@ -249,6 +245,94 @@ def test_health_metrics_status_and_no_secret_anywhere(ops: dict) -> None:
     for text in outputs:
         assert SECRET not in text
     assert ops["gateway"].bad_bearer_count == 0
+
+
+def test_no_secret_reaches_dead_letters_sync_events_dlq_or_sse(ops: dict) -> None:
+    """A proxy that echoes the request's apikey in its error text: the agent keeps the refusal
+    (dead letter, sync_events row), shows it (dlq, /api/status, SSE) and logs it; the key is
+    in none of them, and the echo is visibly redacted (so the check is not vacuous)."""
+    victim = ops["sessions"][sorted(ops["sessions"])[4]]
+    marker = f'"session_id":{victim.session_id},'.encode()
+
+    def echo_key(request: infra.GatewayRequest) -> infra.FaultAnswer | None:
+        if request.method == "POST" and request.path == "/gfx_sessions" and marker in request.body:
+            key = request.headers.get("apikey", "")
+            body = orjson.dumps(
+                {"code": "23514", "message": f"refused for apikey={key}", "details": f'"{key}"'}
+            )
+            return 400, {"content-type": "application/json"}, body
+        return None
+
+    ops["gateway"].fault = echo_key
+    queue = ops["tmp"] / "queue"
+    outputs: list[str] = []
+    with running_agent(env_with(ops, max_retries=0), ops["tmp"] / "agent.log") as agent:
+        entries = wait_for(lambda: dead_letters(queue), 60, "the refused record's dead letter")
+        assert [e["session_id"] for e in entries] == [victim.session_id]
+        assert "[REDACTED]" in entries[0]["message"], entries[0]["message"]
+        outputs += [str(e["message"]) for e in entries]
+        rows = wait_for(
+            lambda: infra.query(
+                ops["dsn"],
+                "select error_message from sync_events where event_type = 'error'"
+                " and error_message like %s",
+                ("%dead letter%",),
+            ),
+            30,
+            "the dead letter's sync_events row",
+        )
+        assert all("[REDACTED]" in r["error_message"] for r in rows), rows
+        outputs += [r["error_message"] for r in rows]
+        for args in (("dlq", "list"), ("dlq", "show", str(entries[0]["id"]))):
+            shown = cli(ops["env"], *args)
+            assert shown.returncode == 0, shown.stderr
+            outputs.append(shown.stdout + shown.stderr)
+        assert "[REDACTED]" in outputs[-1]
+        outputs.append(httpx.get(f"{agent.url}/api/status").text)
+        with httpx.stream("GET", f"{agent.url}/api/events", timeout=10) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "event: status"
+            outputs.append(next(lines))
+        assert "[REDACTED]" in outputs[-1], "the SSE document carries the redacted message"
+        outputs.append(httpx.get(f"{agent.url}/health").text)
+    outputs.append((ops["tmp"] / "agent.log").read_text())
+    for text in outputs:
+        assert SECRET not in text
+
+
+def test_a_legacy_jwt_key_works_end_to_end_and_never_leaks(
+    tmp_path: Path, clean_db: infra.Database, postgrest: infra.PostgrestServer
+) -> None:
+    """A legacy service_role JWT goes in `apikey` and as the bearer: the gateway passes the
+    bearer on to PostgREST, which would refuse (anon has no grants) if it were missing."""
+    jwt = postgrest.service_role_jwt()
+    gateway = infra.start_gateway(postgrest.url, postgrest.jwt_secret, jwt)
+    try:
+        nas = tmp_path / "nas"
+        build_nas(nas, pcs=2, sessions_per_pc=5, seed=3)
+        env = agent_env(nas=nas, queue=tmp_path / "queue", gateway_url=gateway.url, key=jwt)
+        outputs: list[str] = []
+        with running_agent(env, tmp_path / "agent.log") as agent:
+            wait_until_equal(nas, clean_db.dsn, timeout=60)
+            assert (
+                gateway.count("POST", "/gfx_sessions", status=201)
+                + gateway.count("POST", "/gfx_sessions", status=200)
+                >= 1
+            )
+            for path in ("/health", "/api/status", "/metrics"):
+                outputs.append(httpx.get(f"{agent.url}{path}").text)
+            checked = cli(env, "check")
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            outputs.append(checked.stdout + checked.stderr)
+            status_cli = cli({**env, "GFX_SYNC_HEALTH_PORT": port_of(agent.url)}, "status")
+            outputs.append(status_cli.stdout + status_cli.stderr)
+        outputs.append((tmp_path / "agent.log").read_text())
+        for text in outputs:
+            assert jwt not in text
+            assert jwt.split(".")[2] not in text  # not even the signature alone
+        assert gateway.bad_bearer_count == 0
+    finally:
+        gateway.close()
 
 
 class BrokenClient:
@@ -312,9 +396,16 @@ async def test_core_stage_death_is_reported_unhealthy_then_raised(tmp_path: Path
 
 
 def test_dashboard_token_protects_dashboard_and_api_but_not_health(ops: dict) -> None:
-    agent, url = start_agent(ops, dashboard_token=TOKEN)
-    try:
-        assert httpx.get(f"{url}/health").status_code in (200, 503)
+    with running_agent(env_with(ops, dashboard_token=TOKEN), ops["tmp"] / "agent.log") as agent:
+        url = agent.url
+        # /health and /metrics need no token: Docker and Prometheus know none
+        wait_until_equal(ops["nas"], ops["dsn"], timeout=60)
+        health = wait_for(
+            lambda: (r := httpx.get(f"{url}/health")).json()["status"] == "healthy" and r,
+            20,
+            "healthy without a token",
+        )
+        assert health.status_code == 200
         assert httpx.get(f"{url}/metrics").status_code == 200
         assert httpx.get(f"{url}/api/status").status_code == 401
         assert httpx.get(f"{url}/api/status", params={"token": "wrong"}).status_code == 401
@@ -329,20 +420,22 @@ def test_dashboard_token_protects_dashboard_and_api_but_not_health(ops: dict) ->
             "status",
         )
         assert status_cli.returncode == 0, status_cli.stderr
-        code, _ = agent.stop()
-        assert code == 0
-    finally:
-        agent.kill()
+        assert TOKEN not in status_cli.stdout + status_cli.stderr
     assert TOKEN not in (ops["tmp"] / "agent.log").read_text()
 
 
 def test_agent_warns_when_the_dashboard_is_open_on_the_network(ops: dict) -> None:
-    agent, _ = start_agent(ops, health_host="0.0.0.0")
-    try:
-        agent.wait_event("dashboard_open")
-        assert agent.stop()[0] == 0
-    finally:
-        agent.kill()
+    open_env = env_with(ops, health_host="0.0.0.0")
+    with running_agent(open_env, ops["tmp"] / "open.log") as agent:
+        warning = agent.wait_event("dashboard_open")
+        assert warning["level"] == "warning" and "GFX_SYNC_DASHBOARD_TOKEN" in warning["hint"]
+        port = agent.url.rsplit(":", 1)[1]
+        # it is open indeed: the dashboard answers on a non-loopback bind without a token
+        assert httpx.get(f"http://127.0.0.1:{port}/api/status").status_code == 200
+    # with a token, or on loopback, no warning: agent_started comes after the HTTP side is up
+    for env in (env_with(ops, health_host="0.0.0.0", dashboard_token=TOKEN), env_with(ops)):
+        with running_agent(env, ops["tmp"] / "quiet.log", ready="agent_started") as agent:
+            assert not [e for e in agent.read_events() if e["event"] == "dashboard_open"]
 
 
 def test_check_good_and_bad(ops: dict) -> None:
@@ -381,18 +474,14 @@ def test_scan_is_a_one_shot_backfill_with_progress(ops: dict) -> None:
     assert queue_figures(ops["tmp"] / "queue")["pending"] == 0
     again = cli(ops["env"], "scan", timeout=120)
     assert again.returncode == 0 and "0 sessions stored" in again.stdout
+    for output in (result, again):
+        assert SECRET not in output.stdout + output.stderr
 
 
 def test_console_log_format_is_readable(ops: dict) -> None:
-    agent = AgentProcess(
-        {**ops["env"], "GFX_SYNC_LOG_FORMAT": "console", "GFX_SYNC_LOG_LEVEL": "INFO"},
-        ops["tmp"] / "console.log",
-    ).start()
-    try:
+    console = env_with(ops, log_format="console", log_level="INFO")
+    with running_agent(console, ops["tmp"] / "console.log", ready=None):
         wait_until_equal(ops["nas"], ops["dsn"], timeout=60)
-        assert agent.stop()[0] == 0
-    finally:
-        agent.kill()
     text = (ops["tmp"] / "console.log").read_text()
     assert re.search(r"^\S+ info\s+agent_started ", text, re.M), text[:500]
     assert SECRET not in text

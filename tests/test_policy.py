@@ -214,7 +214,7 @@ def test_retry_after_property_delta_and_date(now: datetime, delta: int) -> None:
     assert result == pytest.approx(expected, abs=1e-6)
 
 
-# characters that are digits but not decimal digits are the subject of the xfail test above
+# digits that are not decimal digits are test_retry_after_strange_garbage_is_none's subject
 _not_decimal_digits = st.characters(
     exclude_categories=("Cs",),
     exclude_characters="".join(
@@ -223,7 +223,8 @@ _not_decimal_digits = st.characters(
 )
 
 
-# date-like token soup; numbers stay below 2**31 (larger ones are the OverflowError xfail above)
+# date-like token soup; numbers stay below 2**31 (a huge year is in
+# test_retry_after_strange_garbage_is_none)
 _date_tokens = st.lists(
     st.one_of(
         st.sampled_from(["Mon,", "Tue", "Jan", "feb", "Dec", "GMT", "UT", "-0000", "+0200", ":"]),

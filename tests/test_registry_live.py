@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support import infra
-from tests.support.agent import AgentProcess, agent_env
+from tests.support.agent import agent_env, running_agent
 from tests.support.tree import build_nas, grow, make_session, write_session
 from tests.support.waits import wait_for, wait_until_equal
 
@@ -40,9 +39,8 @@ def test_registry_changes_are_picked_up_while_running(
     env = agent_env(
         nas=nas, queue=tmp_path / "queue", gateway_url=fresh_gateway.url, key=fresh_gateway.key
     )
-    agent = AgentProcess(env, tmp_path / "agent.log").start()
-    try:
-        url = agent.wait_event("http_listening")["urls"][0]
+    with running_agent(env, tmp_path / "agent.log") as agent:
+        url = agent.url
         wait_until_equal(nas, clean_db.dsn, timeout=60)  # PC01 and PC02, discovered
 
         # a registry appears: PC01 kept, PC02 disabled, PC03 added (a new folder)
@@ -88,7 +86,17 @@ def test_registry_changes_are_picked_up_while_running(
             15,
             "PC01's change",
         )
-        time.sleep(2.5)
+        # anchored: the running scanners have polled three more times since PC02's change
+        # (a scanner still running for PC02 would have sent it at the first of them)
+        polls = {pc["id"]: pc["polls"] for pc in httpx.get(f"{url}/api/status").json()["pcs"]}
+        wait_for(
+            lambda: all(
+                pc["polls"] >= polls[pc["id"]] + 3
+                for pc in httpx.get(f"{url}/api/status").json()["pcs"]
+            ),
+            30,
+            "three more polls",
+        )
         stored = hands_of(clean_db.dsn, "PC02", sessions[pc02].session_id)
         assert stored == len(sessions[pc02].hands) - 1
 
@@ -114,6 +122,3 @@ def test_registry_changes_are_picked_up_while_running(
         (nas / "config" / "pc_registry.json").write_text(json.dumps(registry))
         agent.wait_event("registry_recovered")
         assert count(agent.read_events(), "pc_started", "PC01") == 1
-        assert agent.stop()[0] == 0
-    finally:
-        agent.kill()

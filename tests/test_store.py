@@ -3,27 +3,19 @@ corruption recovery, a full disk and a locked database."""
 
 from __future__ import annotations
 
-import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.support.tree import make_session
+from tests.support.records import export_record
 from trio_gfxsync.errors import StoreError
-from trio_gfxsync.pokergfx import parse_session
 from trio_gfxsync.records import FileVersion
 from trio_gfxsync.state.schema import MIGRATIONS, SCHEMA_VERSION
 from trio_gfxsync.state.store import Store
 
-
-def record(pc: str, rel: str, hands: int, *, index: int = 1, mtime_ns: int = 10**18):
-    session = make_session(index, hands, random.Random(index))
-    session.session_id = 638966318331324926
-    return parse_session(
-        session.to_bytes(), pc_id=pc, rel_path=rel, mtime_ns=mtime_ns, max_file_bytes=10**8
-    )
+record = export_record
 
 
 async def test_fresh_database_has_current_schema_and_wal(tmp_path: Path) -> None:

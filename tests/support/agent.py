@@ -51,6 +51,8 @@ class AgentProcess:
     env: dict[str, str]
     log_path: Path
     args: tuple[str, ...] = ("run",)
+    # the program: this interpreter's package by default; the image test runs another venv's
+    command: tuple[str, ...] = (sys.executable, "-m", "trio_gfxsync")
     proc: subprocess.Popen[bytes] | None = None
     _offset: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -60,7 +62,7 @@ class AgentProcess:
         self._offset = self.log_path.stat().st_size
         self.events = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_gfxsync", *self.args],
+            [*self.command, *self.args],
             env=self.env,
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
@@ -154,13 +156,17 @@ def running_agent(
     ready: str | None = "http_listening",
     stop: bool = True,
     ready_timeout: float = 30.0,
+    command: tuple[str, ...] | None = None,
 ) -> Iterator[AgentProcess]:
     """The agent as a subprocess for the length of a `with` block.
 
     `ready`: the log event that means started (None: do not wait). On leaving the block the
     agent gets SIGTERM and must exit 0 within STOP_WITHIN (unless `stop` is False or it has
     already exited); on any failure it is killed and its log tail is attached to the error."""
-    agent = AgentProcess(env, log_path, args).start()
+    agent = AgentProcess(env, log_path, args)
+    if command is not None:
+        agent.command = command
+    agent.start()
     try:
         if ready is not None:
             agent.wait_event(ready, timeout=ready_timeout)

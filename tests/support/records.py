@@ -1,8 +1,8 @@
 """One factory of SessionRecords for the unit tests, three shapes:
 
-    parsed_record(n)   a minimal export (`ID` 10**17 + n) through the real parser
-    export_record(...) a realistic export (players, events, 7-digit times) through the parser
-    sized_record(...)  a record built directly, its `row` exactly `row_size` bytes (byte limits)
+parsed_record(n)   a minimal export (`ID` 10**17 + n) through the real parser
+export_record(...) a realistic export (players, events, 7-digit times) through the parser
+sized_record(...)  a record built directly, its `row` exactly `row_size` bytes (byte limits)
 """
 
 from __future__ import annotations

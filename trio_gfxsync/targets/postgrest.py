@@ -37,7 +37,17 @@ def auth_headers(key: str) -> dict[str, str]:
     return headers
 
 
-def error_from_response(response: httpx.Response) -> UpstreamError:
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """Upstream's text may echo a header back (a proxy's error page, a debug message): it goes
+    into logs, /health, the dead letter and sync_events, so the key never may."""
+    for secret in secrets:
+        for form in (secret, orjson.dumps(secret).decode()[1:-1]):
+            if form:
+                text = text.replace(form, "[REDACTED]")
+    return text
+
+
+def error_from_response(response: httpx.Response, secrets: tuple[str, ...] = ()) -> UpstreamError:
     code: str | None = None
     message = response.reason_phrase or ""
     try:
@@ -54,13 +64,14 @@ def error_from_response(response: httpx.Response) -> UpstreamError:
     return UpstreamError(
         response.status_code,
         code,
-        message[:500],
+        redact(message, secrets)[:500],
         retry_after=retry_after_seconds(response.headers.get("retry-after")),
     )
 
 
-def transport_error(exc: httpx.HTTPError) -> UpstreamError:
-    return UpstreamError(None, None, str(exc)[:300] or type(exc).__name__, kind=type(exc).__name__)
+def transport_error(exc: httpx.HTTPError, secrets: tuple[str, ...] = ()) -> UpstreamError:
+    text = redact(str(exc), secrets)[:300] or type(exc).__name__
+    return UpstreamError(None, None, text, kind=type(exc).__name__)
 
 
 class PostgrestClient:
@@ -68,6 +79,7 @@ class PostgrestClient:
 
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
         key = settings.supabase_secret_key.get_secret_value()
+        self._secrets = (key,)
         self._client = httpx.AsyncClient(
             base_url=settings.rest_url,
             headers={**auth_headers(key), "Accept": "application/json"},
@@ -96,18 +108,18 @@ class PostgrestClient:
         try:
             return await self._client.post(path, content=body, params=params, headers=headers)
         except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
+            raise transport_error(exc, self._secrets) from None
 
     async def upsert_sessions(self, body: bytes) -> None:
         """Upsert a JSON array of gfx_sessions rows; raise UpstreamError unless 2xx."""
         response = await self._post("/gfx_sessions", body, UPSERT_PARAMS, UPSERT_PREFER)
         if not response.is_success:
-            raise error_from_response(response)
+            raise error_from_response(response, self._secrets)
 
     async def insert_sync_events(self, body: bytes) -> None:
         response = await self._post("/sync_events", body, {}, "return=minimal")
         if not response.is_success:
-            raise error_from_response(response)
+            raise error_from_response(response, self._secrets)
 
     async def rpc(self, function: str, args: dict[str, object]) -> object:
         """Call a database function through PostgREST (`POST /rpc/<function>`); its JSON answer.
@@ -116,7 +128,7 @@ class PostgrestClient:
         itself only upserts."""
         response = await self._post(f"/rpc/{function}", orjson.dumps(args), {}, "")
         if not response.is_success:
-            raise error_from_response(response)
+            raise error_from_response(response, self._secrets)
         return orjson.loads(response.content) if response.content else None
 
     async def probe(self) -> None:
@@ -127,9 +139,9 @@ class PostgrestClient:
                 "/gfx_sessions", params={"select": ",".join(ROW_COLUMNS), "limit": "0"}
             )
         except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
+            raise transport_error(exc, self._secrets) from None
         if not response.is_success:
-            raise error_from_response(response)
+            raise error_from_response(response, self._secrets)
 
     async def probe_write(self) -> None:
         """A write that writes nothing, for `check`: an empty upsert still checks the key, the

@@ -94,6 +94,7 @@ def status_document(status: AgentStatus, settings: Settings, now: float) -> dict
                 "last_sync": iso(pc.last_sync),
                 "last_error": pc.last_error,
                 "backlog": pc.scan.backlog,
+                "polls": pc.scan.polls,
                 "last_scan_seconds": round(pc.scan.last_scan_seconds, 4),
             }
             for pc_id, pc in sorted(status.pcs.items())
