@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -25,7 +26,16 @@ from trio_gfxsync.pokergfx import SessionRecord
 
 def change_for(path: Path, rel: str, *, settled: bool) -> FileChange:
     st = path.stat()
-    return FileChange("PC01", rel, st.st_size, st.st_mtime_ns, "created", settled)
+    return FileChange(
+        "PC01",
+        rel,
+        st.st_size,
+        st.st_mtime_ns,
+        "created",
+        settled,
+        ctime_ns=st.st_ctime_ns,
+        inode=st.st_ino,
+    )
 
 
 def test_reader_outcomes_on_real_files(tmp_path: Path) -> None:
@@ -174,17 +184,19 @@ async def test_an_unreadable_sub_folder_is_not_mistaken_for_deleted_files(
 ) -> None:
     """A day folder that cannot be listed keeps its files' last known state (no forget, no
     re-send when it comes back) and is named, while the rest of the PC is scanned."""
-    from trio_gfxsync.intake import scanner
-    from trio_gfxsync.intake.scanner import FileTracker, compile_pattern, run_scanner
-    from trio_gfxsync.observe.status import ScanStats
-    from trio_gfxsync.state.rows import AckedFile
+    from trio_gfxsync.intake import folder_index
+    from trio_gfxsync.intake.change_queue import ChangeQueue
+    from trio_gfxsync.intake.folder_index import FolderIndex
+    from trio_gfxsync.intake.scanner import PcScan, ScanTiming, compile_pattern
+    from trio_gfxsync.intake.tracker import FileTracker
 
     acked = {}
     for day in ("1016", "1017"):
         path = tmp_path / day / f"GameID={day}.json"
         path.parent.mkdir()
         path.write_bytes(b"{}")
-        acked[f"{day}/{path.name}"] = AckedFile(2, path.stat().st_mtime_ns, "x")
+        st = path.stat()
+        acked[f"{day}/{path.name}"] = (2, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     tracker = FileTracker(pc_id="PC01", acked=dict(acked))
     forgotten: list[list[str]] = []
 
@@ -199,30 +211,23 @@ async def test_an_unreadable_sub_folder_is_not_mistaken_for_deleted_files(
             raise PermissionError(13, "Permission denied", str(folder))
         return real_scandir(folder)
 
-    monkeypatch.setattr(scanner.os, "scandir", scandir)
-    stats = ScanStats()
-    send, recv = trio.open_memory_channel[FileChange](10)
-
-    async def scan(task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
-        await run_scanner(
-            tracker,
-            tmp_path,
-            compile_pattern("*.json"),
-            send,
-            poll_interval=0.1,
-            stats=stats,
-            on_gone=on_gone,
-            task_status=task_status,
-        )
+    monkeypatch.setattr(folder_index.os, "scandir", scandir)
+    scan = PcScan(
+        tracker,
+        FolderIndex(tmp_path, compile_pattern("*.json"), settle_seconds=0.1),
+        ScanTiming(poll_interval=0.1, hot_poll_interval=0.05, full_sweep_interval=0.3),
+    )
+    queue = ChangeQueue()
+    stats = scan.stats
 
     async def polls_after(count: int) -> None:
         target = stats.polls + count
         while stats.polls < target:
             await trio.sleep(0.02)
 
-    with trio.fail_after(20):
+    with trio.fail_after(20), queue.producer() as producer:
         async with trio.open_nursery() as nursery:
-            await nursery.start(scan)
+            await nursery.start(partial(scan.run, producer, on_gone=on_gone))
             await polls_after(3)  # several polls with 1017 unreadable
             assert stats.problems == {"1017": "Permission denied"}
             assert forgotten == [] and set(tracker.acked) == set(acked)
@@ -232,4 +237,4 @@ async def test_an_unreadable_sub_folder_is_not_mistaken_for_deleted_files(
             nursery.cancel_scope.cancel()
     assert forgotten == []
     assert set(tracker.acked) == set(acked)
-    assert recv.statistics().current_buffer_used == 0  # nothing re-sent, then or since
+    assert len(queue) == 0 and not scan.backlog  # nothing re-sent, then or since

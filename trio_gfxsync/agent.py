@@ -31,11 +31,13 @@ from .delivery.drainer import Drainer
 from .delivery.gate import UpstreamGate
 from .delivery.sync_events import SyncEventReporter
 from .delivery.uploader import LiveDelivery, QueuedDelivery, Uploader
+from .intake.change_queue import ChangeQueue
 from .intake.reader import Reader
 from .intake.registry import discovery_excludes
 from .intake.registry_watcher import RegistryWatcher
-from .intake.scanner import FileChange, WatchedPc
+from .intake.scanner import WatchedPc
 from .logs import get_logger
+from .memory_budget import ByteBudget
 from .observe.monitor import Monitor
 from .observe.status import AgentStatus
 from .pokergfx import SessionRecord
@@ -50,7 +52,9 @@ log = get_logger("agent")
 
 READERS = 4  # NAS reads wait on SMB; a few in parallel hide the latency
 UPLOAD_WORKERS = 1  # one request in flight (the gate's slot): batches grow while it is busy
-CHANGE_BUFFER = 8  # small, so a live change never queues behind many backfill files
+CHANGE_BUFFER = 8  # live changes waiting for a reader
+BACKFILL_BUFFER = 2  # backfill waiting for a reader: live changes always go first anyway
+MEMORY_BUDGET = 16 * 2**20  # bytes of records between the readers and the uploads
 RECORD_BUFFER = 32
 CLOSE_TIMEOUT = 1.5
 CLIENT_CLOSE_TIMEOUT = 0.5
@@ -172,8 +176,11 @@ class Agent:
         slots = UploadSlots()
         watched: dict[str, WatchedPc] = {}  # the registry watcher's, read by the readers
         rng = random.Random()
-        change_send, change_recv = trio.open_memory_channel[FileChange](CHANGE_BUFFER)
+        changes = ChangeQueue(live_limit=CHANGE_BUFFER, backfill_limit=BACKFILL_BUFFER)
         record_send, record_recv = trio.open_memory_channel[SessionRecord](RECORD_BUFFER)
+        # bytes of records in memory between the readers and the uploads (RECORD_BUFFER alone
+        # would let 32 records of up to max_file_bytes wait)
+        budget = ByteBudget(max(MEMORY_BUDGET, 2 * settings.max_batch_bytes))
         batch_send, batch_recv = trio.open_memory_channel[Batch[SessionRecord]](0)
 
         live = LiveDelivery(
@@ -219,9 +226,12 @@ class Agent:
             slots,
             status,
             ledger,
+            budget,
             defer_to_queue=not self.once,
         )
-        reader = Reader(ledger, status, watched, settings.max_file_bytes, settings.error_dir)
+        reader = Reader(
+            ledger, status, watched, settings.max_file_bytes, budget, settings.error_dir
+        )
         watcher = RegistryWatcher(
             settings,
             ledger,
@@ -241,14 +251,12 @@ class Agent:
                         for _ in range(UPLOAD_WORKERS):
                             await pipeline.start(uploader.run, batch_recv.clone(), slots)
                     pipeline.start_soon(batcher.run, record_recv, batch_send)
-                    async with change_recv, record_send:
+                    async with record_send:
                         with self.shutdown.intake:
                             async with trio.open_nursery() as intake:
                                 for _ in range(READERS):
-                                    intake.start_soon(
-                                        reader.run, change_recv.clone(), record_send.clone()
-                                    )
-                                await intake.start(watcher.run, change_send)
+                                    intake.start_soon(reader.run, changes, record_send.clone())
+                                await intake.start(watcher.run, changes)
                                 log.info(
                                     "agent_started",
                                     pcs=sorted(status.pcs),

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import orjson
 
 from .errors import BadEncoding, FileTooLarge, NoSessionId, NotASession, NotJson
-from .records import FileVersion, Key
+from .records import UNKNOWN, FileVersion, Key
 
 BIGINT_MAX = 2**63 - 1
 _BOM_STARTS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
@@ -62,9 +62,15 @@ class SessionRecord:
     hand_count: int
     player_count: int
     session_created_at: str | None
-    raw_json: bytes = field(repr=False)
     row: bytes = field(repr=False)
+    # where the file's own JSON sits in `row` (kept once in memory, not twice)
+    raw_span: tuple[int, int] = (0, 0)
     live: bool = True  # False for the startup backfill: a live change goes first everywhere
+
+    @property
+    def raw_json(self) -> bytes:
+        """The file's JSON text as sent in `raw_json` (UTF-8, BOM removed)."""
+        return self.row[self.raw_span[0] : self.raw_span[1]]
 
     @property
     def key(self) -> Key:
@@ -210,6 +216,8 @@ def parse_session(
     rel_path: str,
     mtime_ns: int,
     max_file_bytes: int,
+    ctime_ns: int = UNKNOWN,
+    inode: int = UNKNOWN,
 ) -> SessionRecord:
     """Turn the bytes of one PokerGFX file into the record to upsert, or raise a ParseError."""
     if len(data) > max_file_bytes:
@@ -246,6 +254,8 @@ def parse_session(
         mtime_ns=mtime_ns,
         sha256=hashlib.sha256(data).hexdigest(),
         session_id=session_id,
+        ctime_ns=ctime_ns,
+        inode=inode,
     )
     record = SessionRecord(
         version=version,
@@ -257,7 +267,6 @@ def parse_session(
         hand_count=len(hands),
         player_count=count_players(hands),
         session_created_at=created_at_text(document.get("CreatedDateTimeUTC")),
-        raw_json=raw,
         row=b"",
     )
     row = orjson.dumps(
@@ -279,4 +288,6 @@ def parse_session(
             "session_created_at": record.session_created_at,
         }
     )
-    return replace(record, row=row)
+    # a `"raw_json":` before the fragment cannot come from a string value: JSON escapes its quotes
+    start = row.index(b'"raw_json":') + len(b'"raw_json":')
+    return replace(record, row=row, raw_span=(start, start + len(raw)))

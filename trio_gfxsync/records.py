@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 Key = tuple[str, int]  # the conflict key of gfx_sessions: (gfx_pc_id, session_id)
+Stat = tuple[int, int, int, int]  # a file's (size, mtime_ns, ctime_ns, inode)
+UNKNOWN = -1  # a ctime or inode not recorded (state written by an older agent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,12 @@ class FileVersion:
     mtime_ns: int
     sha256: str
     session_id: int | None = None  # None when the file never became a record (quarantine)
+    ctime_ns: int = UNKNOWN
+    inode: int = UNKNOWN
+
+    @property
+    def stat(self) -> Stat:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 class Deliverable(Protocol):

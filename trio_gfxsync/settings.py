@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     health_host: str = "0.0.0.0"
     rest_path: str = "/rest/v1"
     file_pattern: str = "*.json"
+    # the hot files (seen changing, the newest of each PC) are stat'ed this often (at most every
+    # poll); the rest of the tree once per full_sweep_interval, a slice every poll (a sweep
+    # shorter than a poll stats everything every poll)
+    hot_poll_interval: float = Field(0.5, gt=0, le=3600)
+    full_sweep_interval: float = Field(300.0, gt=0, le=86_400)
     linger: float = Field(0.25, ge=0, le=60)
     max_file_bytes: int = Field(50 * MiB, ge=1024)
     max_batch_bytes: int = Field(4 * MiB, ge=1024)
@@ -144,6 +149,7 @@ class Settings(BaseSettings):
     def _cross_checks(self) -> Settings:
         if self.linger > self.flush_interval:
             raise ValueError("GFX_SYNC_LINGER must not exceed GFX_SYNC_FLUSH_INTERVAL")
+
         return self
 
     # -- derived values --

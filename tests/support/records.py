@@ -88,6 +88,5 @@ def sized_record(
         hand_count=hand_count,
         player_count=0,
         session_created_at=None,
-        raw_json=b"{}",
         row=row,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import trio
 
 from ..logs import get_logger
+from ..memory_budget import ByteBudget
 from ..observe.status import AgentStatus
 from ..pokergfx import SessionRecord
 from ..state.ledger import FileLedger
@@ -56,6 +57,8 @@ class Batcher:
     slots: UploadSlots
     status: AgentStatus
     ledger: FileLedger
+    # the readers' memory budget: a record's bytes go back once it leaves the buffer
+    budget: ByteBudget | None = None
     # `scan` ends when the files are acknowledged: deferring to the queue would end it early
     defer_to_queue: bool = True
 
@@ -76,7 +79,7 @@ class Batcher:
             async for record in records:
                 # it goes into the buffer before we wait: a full buffer only grows by one
                 # record, and whatever interrupts us finds it there to spill
-                self.buffer.add(record, trio.current_time())
+                self._released(self.buffer.add(record, trio.current_time()))
                 self.status.batch_pending = len(self.buffer)
                 wakeup.set()
                 while self.buffer.full:
@@ -94,6 +97,7 @@ class Batcher:
                         arrival = self.buffer.oldest_arrival
                         oldest = now if arrival is None else arrival
                         in_hand = self.buffer.take()
+                        self._released(*in_hand.records)
                         self.status.batch_pending = len(self.buffer)
                         room.set()
                         sent = False
@@ -133,6 +137,10 @@ class Batcher:
         finally:
             records.close()
             batches.close()
+
+    def _released(self, *records: SessionRecord | None) -> None:
+        if self.budget is not None:
+            self.budget.release(sum(len(r.row) for r in records if r is not None))
 
     async def _spill(
         self,

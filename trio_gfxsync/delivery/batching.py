@@ -90,18 +90,21 @@ class BatchBuffer:
             return entry.arrived
         return None
 
-    def add(self, record: SessionRecord, now: float) -> None:
+    def add(self, record: SessionRecord, now: float) -> SessionRecord | None:
+        """Add a record; returns the one the buffer no longer holds (the older copy of the same
+        session), if any: only its file version stays, to be acknowledged with the winner."""
         entry = self._entries.get(record.key)
         if entry is None:
             self._entries[record.key] = _Entry(record, now)
             self._bytes += len(record.row) + ROW_OVERHEAD
-            return
+            return None
         winner = keep_newest(entry.record, record)
         loser = record if winner is entry.record else entry.record
         if loser.version != winner.version:
             entry.superseded.append(loser.version)
         self._bytes += len(winner.row) - len(entry.record.row)
         entry.record = winner  # keeps its place and arrival time: it has waited since then
+        return loser
 
     def due(self, now: float, *, uploader_free: bool, closed: bool) -> bool:
         oldest = self.oldest_arrival

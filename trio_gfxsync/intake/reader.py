@@ -18,11 +18,14 @@ import trio
 
 from ..errors import FileTooLarge, ParseError
 from ..logs import get_logger
+from ..memory_budget import ByteBudget
 from ..observe.status import AgentStatus
 from ..pokergfx import SessionRecord, parse_session
-from ..records import FileVersion
+from ..records import FileVersion, Stat
 from ..state.ledger import FileLedger
-from .scanner import FileChange, WatchedPc
+from .change_queue import ChangeQueue
+from .scanner import WatchedPc
+from .tracker import FileChange
 
 log = get_logger("reader")
 
@@ -31,7 +34,7 @@ log = get_logger("reader")
 class Unsettled:
     """The file changed while it was read: try again when it has stopped changing."""
 
-    stat: tuple[int, int]
+    stat: Stat
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,7 @@ class Vanished:
 @dataclass(frozen=True, slots=True)
 class Unreadable:
     error: ParseError | OSError
-    stat: tuple[int, int]
+    stat: Stat
     sha256: str = ""  # of the bytes read, when they were read
 
 
@@ -58,8 +61,8 @@ def read_change(path: Path, change: FileChange, max_file_bytes: int) -> ReadOutc
     """
     try:
         before = os.stat(path)
-        stat = (before.st_size, before.st_mtime_ns)
-        settled = change.settled and stat == (change.size, change.mtime_ns)
+        stat = _stat(before)
+        settled = change.settled and stat == change.stat
         if before.st_size > max_file_bytes:
             if not settled:
                 return Unsettled(stat)
@@ -71,9 +74,9 @@ def read_change(path: Path, change: FileChange, max_file_bytes: int) -> ReadOutc
     except FileNotFoundError:
         return Vanished()
     except OSError as exc:
-        return Unreadable(exc, (change.size, change.mtime_ns))
-    if (after.st_size, after.st_mtime_ns) != stat or len(data) != before.st_size:
-        return Unsettled((after.st_size, after.st_mtime_ns))
+        return Unreadable(exc, change.stat)
+    if _stat(after) != stat or len(data) != before.st_size:
+        return Unsettled(_stat(after))
     try:
         return parse_session(
             data,
@@ -81,11 +84,17 @@ def read_change(path: Path, change: FileChange, max_file_bytes: int) -> ReadOutc
             rel_path=change.rel_path,
             mtime_ns=before.st_mtime_ns,
             max_file_bytes=max_file_bytes,
+            ctime_ns=before.st_ctime_ns,
+            inode=before.st_ino,
         )
     except ParseError as exc:
         return (
             Unreadable(exc, stat, hashlib.sha256(data).hexdigest()) if settled else Unsettled(stat)
         )
+
+
+def _stat(st: os.stat_result) -> Stat:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 @dataclass
@@ -94,18 +103,32 @@ class Reader:
     status: AgentStatus
     watched: dict[str, WatchedPc]  # shared with the registry watcher
     max_file_bytes: int
+    budget: ByteBudget
     error_dir: Path | None = None
 
     async def run(
-        self,
-        changes: trio.MemoryReceiveChannel[FileChange],
-        records: trio.MemorySendChannel[SessionRecord],
+        self, changes: ChangeQueue, records: trio.MemorySendChannel[SessionRecord]
     ) -> None:
-        async with changes, records:
-            async for change in changes:
-                record = await self.read(change)
-                if record is not None:
-                    await records.send(record)
+        async with records:
+            while True:
+                try:
+                    change = await changes.get()
+                except trio.EndOfChannel:
+                    return
+                # the bytes read and the row built from them: acquired before the read, so
+                # that a few large files cannot fill the memory between the stages
+                charge = 2 * max(change.size, 1)
+                await self.budget.acquire(charge)
+                try:
+                    record = await self.read(change)
+                except BaseException:
+                    self.budget.release(charge)
+                    raise
+                if record is None:
+                    self.budget.release(charge)
+                    continue
+                self.budget.release(max(0, charge - len(record.row)))  # the record keeps its row
+                await records.send(record)
 
     async def read(self, change: FileChange) -> SessionRecord | None:
         pc = self.watched.get(change.pc_id)
@@ -119,7 +142,11 @@ class Reader:
         fields = {"pc_id": change.pc_id, "path": change.rel_path}
         match outcome:
             case SessionRecord() as record:
-                if self.ledger.acked_hash(change.pc_id, change.rel_path) == record.version.sha256:
+                touched = change.kind == "modified" and (
+                    await self.ledger.store.acked_hash(change.pc_id, change.rel_path)
+                    == record.version.sha256
+                )
+                if touched:
                     # touched, not changed: same bytes as acknowledged, nothing to send
                     await self.ledger.acknowledge([record.version])
                     return None
@@ -144,9 +171,9 @@ class Reader:
                 return record
             case Unsettled():
                 log.debug("file_unsettled", **fields)
-                tracker.retry_when_settled(change.rel_path, (change.size, change.mtime_ns))
+                tracker.retry_when_settled(change.rel_path, change.stat)
             case Vanished():
-                tracker.release(change.rel_path, (change.size, change.mtime_ns))
+                tracker.release(change.rel_path, change.stat)
             case Unreadable(OSError() as error, stat):
                 # not a bad file but a bad read (permissions, I/O): logged once per version,
                 # looked at again when the file changes or the agent restarts
@@ -159,11 +186,13 @@ class Reader:
         return None
 
     async def quarantine(
-        self, change: FileChange, error: ParseError, stat: tuple[int, int], sha256: str
+        self, change: FileChange, error: ParseError, stat: Stat, sha256: str
     ) -> None:
         """A settled file that cannot become a record: recorded with its reason, logged once,
         copied to the error folder if that is writable, read again when the file changes."""
-        version = FileVersion(change.pc_id, change.rel_path, stat[0], stat[1], sha256)
+        version = FileVersion(
+            change.pc_id, change.rel_path, stat[0], stat[1], sha256, ctime_ns=stat[2], inode=stat[3]
+        )
         await self.ledger.quarantine(version, error.reason, error.message)
         pc = self.watched.get(change.pc_id)
         copied = None

@@ -9,6 +9,7 @@ retried with backoff: a missing or unreadable folder never takes the agent down.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
@@ -17,8 +18,11 @@ from ..logs import get_logger
 from ..observe.status import AgentStatus, PcStatus
 from ..settings import Settings
 from ..state.ledger import FileLedger
+from .change_queue import ChangeQueue, Producer
+from .folder_index import FolderIndex
 from .registry import PcEntry, Registry, load_registry, resolve_watch_path
-from .scanner import FileChange, FileTracker, WatchedPc, compile_pattern, run_scanner
+from .scanner import PcScan, ScanTiming, WatchedPc, compile_pattern
+from .tracker import FileTracker
 
 log = get_logger("watcher")
 
@@ -44,48 +48,55 @@ class RegistryWatcher:
 
     async def run(
         self,
-        changes: trio.MemorySendChannel[FileChange],
+        changes: ChangeQueue,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Started once every scanner of the first registry has done its first scan."""
+        """Started once every scanner of the first registry has done its first scan. Its own
+        producer keeps the queue open while no PC is watched; each scanner holds another."""
+        with changes.producer():
+            async with trio.open_nursery() as nursery:
+                await self._watch(changes, nursery, task_status)
+
+    async def _watch(
+        self, changes: ChangeQueue, nursery: trio.Nursery, task_status: trio.TaskStatus[None]
+    ) -> None:
         last_error: str | None = None
-        async with changes, trio.open_nursery() as nursery:
-            started = False
-            while True:
-                try:
-                    registry = await trio.to_thread.run_sync(
-                        load_registry,
-                        self.settings.nas_base_path,
-                        self.settings.registry_file,
-                        self.excludes,
-                        abandon_on_cancel=True,
-                    )
-                except (RegistryError, OSError) as exc:
-                    message = str(exc) if isinstance(exc, RegistryError) else _os_reason(exc)
-                    self.status.registry_error = message
-                    if message != last_error:
-                        log.error("registry_invalid", error=message, kept=sorted(self.running))
-                        self.status.activity.add("registry", f"invalid, last good kept: {message}")
-                        last_error = message
-                else:
-                    if last_error is not None:
-                        log.info("registry_recovered")
-                    last_error = None
-                    self.status.registry_error = None
-                    await self._apply(registry, nursery, changes)
-                if not started:
-                    started = True
-                    task_status.started()
-                if self.once:
-                    return  # the nursery waits for the scanners to catch up
-                await trio.sleep(self.settings.poll_interval)
+        started = False
+        while True:
+            try:
+                registry = await trio.to_thread.run_sync(
+                    load_registry,
+                    self.settings.nas_base_path,
+                    self.settings.registry_file,
+                    self.excludes,
+                    abandon_on_cancel=True,
+                )
+            except (RegistryError, OSError) as exc:
+                message = str(exc) if isinstance(exc, RegistryError) else _os_reason(exc)
+                self.status.registry_error = message
+                if message != last_error:
+                    log.error("registry_invalid", error=message, kept=sorted(self.running))
+                    self.status.activity.add("registry", f"invalid, last good kept: {message}")
+                    last_error = message
+            else:
+                if last_error is not None:
+                    log.info("registry_recovered")
+                last_error = None
+                self.status.registry_error = None
+                await self._apply(registry, nursery, changes)
+            if not started:
+                started = True
+                task_status.started()
+            if self.once:
+                return  # the nursery waits for the scanners to catch up
+            await trio.sleep(self.settings.poll_interval)
 
     async def _apply(
         self,
         registry: Registry,
         nursery: trio.Nursery,
-        changes: trio.MemorySendChannel[FileChange],
+        changes: ChangeQueue,
     ) -> None:
         if registry.source != self.status.registry_source:
             log.info("registry_loaded", source=registry.source, pcs=[pc.id for pc in registry.pcs])
@@ -105,7 +116,7 @@ class RegistryWatcher:
             pc_status = self.status.pcs[pc_id] = PcStatus(id=pc_id, watch_path=entry.watch_path)
             _show(pc_status, entry)
             pc_status.scan.observe = self.status.scan_seconds.labels(pc_id).observe
-            scope = await nursery.start(self._supervise, entry, pc_status, changes.clone())
+            scope = await nursery.start(self._supervise, entry, pc_status, changes.producer())
             self.running[pc_id] = _Running(entry, scope)
             log.info("pc_started", pc_id=pc_id, watch_path=entry.watch_path)
 
@@ -113,64 +124,71 @@ class RegistryWatcher:
         self,
         pc: PcEntry,
         pc_status: PcStatus,
-        changes: trio.MemorySendChannel[FileChange],
+        changes: Producer,
         *,
         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Own one PC's scanner: restart it with backoff on failure; stop when cancelled."""
-        base = self.settings.nas_base_path
-        with trio.CancelScope() as scope:
+        """Own one PC's scanning: restart it with backoff on failure, carrying its state (what
+        it has seen, what it has not sent yet) from one run to the next; stop when cancelled."""
+        settings = self.settings
+        with changes, trio.CancelScope() as scope:
             task_status.started(scope)
-            acked = await self.ledger.store.file_states(pc.id)
-            tracker = FileTracker(pc_id=pc.id, acked=acked)
+            tracker = FileTracker(pc_id=pc.id, acked=await self.ledger.store.acked_stats(pc.id))
             self.ledger.trackers[pc.id] = tracker
+            scan: PcScan | None = None
             delay = RETRY_MIN
             try:
-                async with changes:
-                    while True:
-                        try:
-                            root = await trio.to_thread.run_sync(
-                                resolve_watch_path, base, pc, abandon_on_cancel=True
-                            )
-                            if not await trio.to_thread.run_sync(
-                                root.is_dir, abandon_on_cancel=True
-                            ):
-                                raise FileNotFoundError(2, "watch folder not found", str(root))
-                            self.watched[pc.id] = WatchedPc(root, tracker)
-                            await run_scanner(
-                                tracker,
-                                root,
-                                compile_pattern(self.settings.file_pattern),
-                                changes,
-                                poll_interval=self.settings.poll_interval,
-                                skip=frozenset({self.settings.error_dir}),
-                                stats=pc_status.scan,
-                                on_gone=self.ledger.forget,
-                                once=self.once,
-                                task_status=_Ready(pc_status),
-                            )
-                            return  # only a one-shot scan ends
-                        except (OSError, RegistryError) as exc:
-                            if pc_status.state == "running":
-                                delay = RETRY_MIN  # it had recovered: start the backoff afresh
-                            reason = str(exc) if isinstance(exc, RegistryError) else _os_reason(exc)
-                            if pc_status.reason != reason:
-                                log.error(
-                                    "pc_scan_failed", pc_id=pc.id, error=reason, retry_in=delay
-                                )
-                                self.status.activity.add("error", reason, pc_id=pc.id)
-                            pc_status.state, pc_status.reason = "error", reason
-                            pc_status.last_error = reason
-                            pc_status.missing = isinstance(exc, FileNotFoundError)
-                            if self.once:
-                                return  # a one-shot scan reports it and goes on without
-                            await trio.sleep(delay)
-                            delay = min(delay * 2, RETRY_MAX)
+                while True:
+                    try:
+                        root = await trio.to_thread.run_sync(
+                            resolve_watch_path, settings.nas_base_path, pc, abandon_on_cancel=True
+                        )
+                        if not await trio.to_thread.run_sync(root.is_dir, abandon_on_cancel=True):
+                            raise FileNotFoundError(2, "watch folder not found", str(root))
+                        if scan is None or scan.index.root != str(root):
+                            scan = self._new_scan(tracker, root, pc_status)
+                        self.watched[pc.id] = WatchedPc(root, tracker)
+                        await scan.run(
+                            changes,
+                            on_gone=self.ledger.forget,
+                            once=self.once,
+                            task_status=_Ready(pc_status),
+                        )
+                        return  # only a one-shot scan ends
+                    except (OSError, RegistryError) as exc:
+                        if pc_status.state == "running":
+                            delay = RETRY_MIN  # it had recovered: start the backoff afresh
+                        reason = str(exc) if isinstance(exc, RegistryError) else _os_reason(exc)
+                        if pc_status.reason != reason:
+                            log.error("pc_scan_failed", pc_id=pc.id, error=reason, retry_in=delay)
+                            self.status.activity.add("error", reason, pc_id=pc.id)
+                        pc_status.state, pc_status.reason = "error", reason
+                        pc_status.last_error = reason
+                        pc_status.missing = isinstance(exc, FileNotFoundError)
+                        if self.once:
+                            return  # a one-shot scan reports it and goes on without
+                        await trio.sleep(delay)
+                        delay = min(delay * 2, RETRY_MAX)
             finally:
                 # a restarted PC (new watch_path) may already have registered its own
                 if self.ledger.trackers.get(pc.id) is tracker:
                     del self.ledger.trackers[pc.id]
                     self.watched.pop(pc.id, None)
+
+    def _new_scan(self, tracker: FileTracker, root: Path, pc_status: PcStatus) -> PcScan:
+        settings = self.settings
+        index = FolderIndex(
+            root,
+            compile_pattern(settings.file_pattern),
+            skip=frozenset({settings.error_dir}),
+            settle_seconds=settings.poll_interval,
+        )
+        timing = ScanTiming(
+            poll_interval=settings.poll_interval,
+            hot_poll_interval=min(settings.hot_poll_interval, settings.poll_interval),
+            full_sweep_interval=settings.full_sweep_interval,
+        )
+        return PcScan(tracker, index, timing, stats=pc_status.scan)
 
 
 def _show(pc_status: PcStatus, entry: PcEntry) -> None:

@@ -1,48 +1,45 @@
-"""Stat-polling scanner for one PC folder: which files are new or changed since acknowledged.
+"""The scanner of one PC folder: pure-Python stat polling, no watchdog.
 
-Pure Python, no watchdog: SMB mounts do not deliver inotify events for writes made by other
-machines, so polling size and mtime is the only signal that works on a NAS. The interface is
-small on purpose (`walk_folder`, `FileTracker`, `run_scanner`) so the walk can be optimised alone.
+SMB shares deliver no inotify events for writes made by other machines, so polling stats is the
+only signal that works on a NAS. Polling every file every poll would cost more than watchdog's
+snapshot at 10^5 files; instead the `FolderIndex` (folder_index.py, run in a worker thread)
+stats the folders every poll and lists only those that changed, stats the hot files every hot
+tick and a slice of everything else every poll. What that finds, and how soon, is written at the
+top of folder_index.py; the `FileTracker` (tracker.py) decides what to report.
 
-A change is reported once per version. The reader answers each report through the tracker:
-acknowledged (stored), `retry_when_settled` (it was mid-write), or left blocked until the file
-changes again (broken). The startup backfill goes out newest file first and never blocks the
-live path: live changes are sent at every poll, the backlog only fills the time in between.
+One worker-thread call covers a whole poll interval: it polls, then stats the hot files every
+hot tick, and returns early as soon as something changed. An idle PC costs one thread hop per
+poll interval, not one per tick.
+
+The startup backfill goes out newest file first on the queue's backfill lane; live changes take
+the live lane and never wait behind it. The backlog belongs to the PC, not to one run of its
+scanner: a scanner restarted after its folder failed (an SMB flicker mid-backfill) carries on
+with what it had not yet sent.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import re
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from fnmatch import translate
+from functools import partial
 from pathlib import Path
-from typing import Literal
 
 import trio
 
 from ..logs import get_logger
 from ..observe.status import ScanStats
-from ..state.rows import AckedFile
-from .registry import is_system_folder
+from .change_queue import Producer
+from .folder_index import FolderIndex, Observation
+from .tracker import FileChange, FileTracker
+
+__all__ = ["FileChange", "PcScan", "WatchedPc", "compile_pattern", "newest_first"]
 
 log = get_logger("scanner")
-
-Stat = tuple[int, int]  # (size, mtime_ns)
-BLOCKED_RETRY_POLLS = 30  # an unreadable file is read again after this many polls (~1 min)
-Snapshot = dict[str, Stat]  # rel_path ('/'-separated) -> stat
-
-
-@dataclass(frozen=True, slots=True)
-class FileChange:
-    pc_id: str
-    rel_path: str
-    size: int
-    mtime_ns: int
-    kind: Literal["created", "modified"]
-    settled: bool  # same size and mtime on two consecutive polls
-    live: bool = True  # False for the startup backfill
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -50,144 +47,8 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(translate(pattern), re.IGNORECASE)
 
 
-def walk_folder(
-    root: Path,
-    pattern: re.Pattern[str],
-    skip: frozenset[Path] = frozenset(),
-    problems: dict[str, str] | None = None,
-) -> Snapshot:
-    """Blocking recursive walk (run it in a worker thread): matching files with size and mtime.
-
-    Dot-files and dot-folders are skipped (SMB clients leave `.DS_Store`, `._x`, temp files),
-    so are the NAS's own folders (@eaDir, #recycle) and folders in `skip` (the error folder,
-    when it lies inside the tree). The root must be readable (OSError otherwise); a sub-folder
-    that is not is left out and named in `problems`, so one bad day folder never hides a PC.
-    """
-    snapshot: Snapshot = {}
-    stack: list[tuple[str, str]] = [(str(root), "")]
-    skip_str = {str(p) for p in skip}
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            entries = os.scandir(folder)
-        except OSError as exc:
-            if not prefix:
-                raise
-            if problems is not None and not isinstance(exc, FileNotFoundError):
-                problems[prefix.rstrip("/")] = exc.strerror or type(exc).__name__
-            continue
-        with entries:
-            for entry in entries:
-                name = entry.name
-                if name.startswith("."):
-                    continue
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if entry.path not in skip_str and not is_system_folder(name):
-                            stack.append((entry.path, f"{prefix}{name}/"))
-                        continue
-                    if not pattern.match(name) or not entry.is_file(follow_symlinks=False):
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # deleted between listing and stat: the next poll sees it gone
-                snapshot[f"{prefix}{name}"] = (st.st_size, st.st_mtime_ns)
-    return snapshot
-
-
-@dataclass
-class FileTracker:
-    """What one scanner knows about its files; pure state, driven by polls and reader outcomes."""
-
-    pc_id: str
-    acked: dict[str, AckedFile]
-    reported: dict[str, Stat] = field(default_factory=dict)
-    needs_settle: set[str] = field(default_factory=set)
-    previous: Snapshot = field(default_factory=dict)
-    blocked: dict[str, int] = field(default_factory=dict)  # unreadable: poll to look again at
-    polls: int = 0
-
-    def diff(self, snapshot: Snapshot) -> tuple[list[FileChange], list[str]]:
-        """Changes to report for this poll, and acknowledged files that have disappeared."""
-        changes: list[FileChange] = []
-        self.polls += 1
-        for rel in [r for r, at in self.blocked.items() if at <= self.polls]:
-            del self.blocked[rel]
-            self.reported.pop(rel, None)
-        for rel, stat in snapshot.items():
-            acked = self.acked.get(rel)
-            if acked is not None and (acked.size, acked.mtime_ns) == stat:
-                continue
-            if self.reported.get(rel) == stat:
-                continue  # in flight, or broken and waiting for the file to change
-            settled = self.previous.get(rel) == stat
-            if rel in self.needs_settle and not settled:
-                continue
-            self.needs_settle.discard(rel)
-            self.blocked.pop(rel, None)
-            self.reported[rel] = stat
-            changes.append(
-                FileChange(
-                    pc_id=self.pc_id,
-                    rel_path=rel,
-                    size=stat[0],
-                    mtime_ns=stat[1],
-                    kind="created" if acked is None else "modified",
-                    settled=settled,
-                )
-            )
-        gone = [rel for rel in self.acked if rel not in snapshot]
-        vanished = [r for r in (*self.reported, *self.needs_settle) if r not in snapshot]
-        for rel in [*gone, *vanished]:
-            self.acked.pop(rel, None)
-            self.reported.pop(rel, None)
-            self.needs_settle.discard(rel)
-            self.blocked.pop(rel, None)
-        self.previous = snapshot
-        return changes, gone
-
-    # -- outcomes reported back by the reader and the uploader --
-
-    def acknowledge(self, rel: str, acked: AckedFile) -> None:
-        self.acked[rel] = acked
-
-    def acked_version(self, rel: str) -> AckedFile | None:
-        return self.acked.get(rel)
-
-    def acked_paths(self) -> list[str]:
-        return list(self.acked)
-
-    def forget_acked(self, rel: str) -> None:
-        """Another process forgot this file's state (`dlq replay`): read it again."""
-        self.acked.pop(rel, None)
-        self.reported.pop(rel, None)
-
-    def retry_when_settled(self, rel: str, stat: Stat) -> None:
-        """The version was being written while read: report it again once it stops changing."""
-        if self.reported.get(rel) == stat:
-            del self.reported[rel]
-        self.needs_settle.add(rel)
-
-    def give_up(self, rel: str, stat: Stat) -> None:
-        """Unreadable (permissions, I/O): look again when it changes or after a while (a
-        permission fixed on the NAS changes no mtime; a session's last write never changes)."""
-        self.reported[rel] = stat
-        self.blocked[rel] = self.polls + BLOCKED_RETRY_POLLS
-
-    def caught_up(self) -> bool:
-        """Every file seen is acknowledged, or blocked until it changes (for one-shot scans)."""
-        if self.needs_settle:
-            return False
-        for rel, stat in self.reported.items():
-            acked = self.acked.get(rel)
-            if rel not in self.blocked and (acked is None or (acked.size, acked.mtime_ns) != stat):
-                return False
-        return True
-
-    def release(self, rel: str, stat: Stat) -> None:
-        """Forget a report so that the next poll looks at the file afresh."""
-        if self.reported.get(rel) == stat:
-            del self.reported[rel]
+def newest_first(changes: Iterable[FileChange]) -> list[FileChange]:
+    return sorted(changes, key=lambda c: c.mtime_ns, reverse=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,78 +59,140 @@ class WatchedPc:
     tracker: FileTracker
 
 
-def newest_first(changes: Iterable[FileChange]) -> list[FileChange]:
-    return sorted(changes, key=lambda c: c.mtime_ns, reverse=True)
+@dataclass
+class ScanTiming:
+    poll_interval: float = 2.0
+    hot_poll_interval: float = 0.5
+    full_sweep_interval: float = 300.0
+
+    def sweep_slice(self, files: int) -> int:
+        """How many files each poll stats so that all of them are stat'ed once per sweep."""
+        polls_per_sweep = max(1.0, self.full_sweep_interval / self.poll_interval)
+        return math.ceil(files / polls_per_sweep)
 
 
-async def run_scanner(
-    tracker: FileTracker,
-    root: Path,
-    pattern: re.Pattern[str],
-    changes: trio.MemorySendChannel[FileChange],
-    *,
-    poll_interval: float,
-    skip: frozenset[Path] = frozenset(),
-    stats: ScanStats | None = None,
-    on_gone: Callable[[str, list[str]], Awaitable[None]] | None = None,
-    once: bool = False,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Poll `root` forever (with `once`: until every file is acknowledged, for `scan`).
-    Raises OSError when the folder cannot be read (the caller retries).
+@dataclass
+class PcScan:
+    """One PC's scanning state; it outlives a scanner that failed and was restarted."""
 
-    `changes` is not closed here: the supervising task owns it across restarts of the scanner.
-    """
-    stats = stats if stats is not None else ScanStats()
-    backlog: dict[str, FileChange] = {}
-    first = True
-    while True:
-        next_poll = trio.current_time() + poll_interval
-        started = trio.current_time()
-        # abandon_on_cancel: a stale SMB mount can hang a stat forever; shutdown must not wait
-        problems: dict[str, str] = {}
-        snapshot = await trio.to_thread.run_sync(
-            walk_folder, root, pattern, skip, problems, abandon_on_cancel=True
-        )
-        for folder, reason in problems.items():
-            if stats.problems.get(folder) != reason:
-                log.warning("subfolder_unreadable", pc_id=tracker.pc_id, path=folder, error=reason)
-        stats.problems = problems
-        if problems:
-            # an unreadable folder is not an empty one: its files keep their last known state
-            # (or a flaky SMB folder would be forgotten and re-sent on every flip)
-            hidden = tuple(f"{folder}/" for folder in problems)
-            known = {rel: (a.size, a.mtime_ns) for rel, a in tracker.acked.items()}
-            known.update(tracker.previous)
-            for rel, stat in known.items():
-                if rel.startswith(hidden) and rel not in snapshot:
-                    snapshot[rel] = stat
-        found, gone = tracker.diff(snapshot)
-        if gone and on_gone is not None:
-            await on_gone(tracker.pc_id, gone)
-        stats.polls += 1
-        stats.files = len(snapshot)
-        stats.last_scan_seconds = trio.current_time() - started
-        stats.last_scan_at = trio.current_time()
-        if stats.observe is not None:
-            stats.observe(stats.last_scan_seconds)
-        if first:
-            for change in newest_first(found):
-                backlog[change.rel_path] = replace(change, live=False)
-            first = False
-            stats.backlog = len(backlog)
+    tracker: FileTracker
+    index: FolderIndex
+    timing: ScanTiming
+    stats: ScanStats = field(default_factory=ScanStats)
+    backlog: dict[str, FileChange] = field(default_factory=dict)  # newest first, not yet sent
+    walked: bool = False  # the first walk of this run of the agent has been done
+    _backlog_added: trio.Event = field(default_factory=trio.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.tracker.hot_changed = self._wake.set
+
+    async def run(
+        self,
+        changes: Producer,
+        *,
+        on_gone: Callable[[str, list[str]], Awaitable[None]] | None = None,
+        once: bool = False,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Poll until cancelled (with `once`: until every file is acknowledged, for `scan`).
+        Raises OSError when the folder cannot be read; the caller retries with the same PcScan.
+        Started once the first walk is done. `changes` is not closed here: the supervising task
+        owns it across restarts of the scanner."""
+        stop = threading.Event()
+        try:
+            await self._walk(on_gone)
             task_status.started()
-        else:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._feed_backlog, changes)
+                await self._poll_forever(changes, stop, on_gone, once)
+                nursery.cancel_scope.cancel()
+        finally:
+            stop.set()  # an abandoned poll thread ends at its next tick
+            self._wake.set()
+
+    async def _walk(self, on_gone: Callable[[str, list[str]], Awaitable[None]] | None) -> None:
+        # abandon_on_cancel: a stale SMB mount can hang a stat forever; shutdown must not wait
+        obs = await trio.to_thread.run_sync(self.index.walk, abandon_on_cancel=True)
+        initial = not self.walked
+        found, gone = self.tracker.observe(
+            obs.seen, obs.gone, trio.current_time(), poll=True, initial=initial
+        )
+        self.walked = True
+        if gone and on_gone is not None:
+            await on_gone(self.tracker.pc_id, gone)
+        # after a failure too, what the walk finds goes out as backfill: it may be a whole
+        # folder that came back, and live changes must not wait behind it
+        for change in newest_first(found):
+            self.backlog[change.rel_path] = replace(change, live=False)
+        self._backlog_added.set()
+        self._note(obs)
+
+    async def _poll_forever(
+        self,
+        changes: Producer,
+        stop: threading.Event,
+        on_gone: Callable[[str, list[str]], Awaitable[None]] | None,
+        once: bool,
+    ) -> None:
+        timing = self.timing
+        next_full = trio.current_time() + timing.poll_interval
+        while not (once and not self.backlog and self.tracker.caught_up()):
+            now = trio.current_time()
+            full = now >= next_full
+            if full:
+                next_full = now + timing.poll_interval
+            self._wake.clear()
+            poll = partial(
+                self.index.poll,
+                hot=self.tracker.hot(now, self.index.newest),
+                full=full,
+                sweep_slice=timing.sweep_slice(len(self.index.files)),
+                hot_interval=timing.hot_poll_interval,
+                # the thread keeps time with time.monotonic(); trio's clock has its own offset
+                until=time.monotonic() + max(0.0, next_full - now),
+                wake=self._wake,
+                stop=stop,
+            )
+            obs = await trio.to_thread.run_sync(poll, abandon_on_cancel=True)
+            found, gone = self.tracker.observe(
+                obs.seen, obs.gone, trio.current_time(), poll=obs.full
+            )
+            if gone and on_gone is not None:
+                await on_gone(self.tracker.pc_id, gone)
             for change in found:
-                backlog.pop(change.rel_path, None)  # the live version supersedes the queued one
-                await changes.send(change)
-        stats.backlog = len(backlog)
-        if once and not backlog and tracker.caught_up():
-            return
-        with trio.move_on_at(next_poll):
-            while backlog:
-                rel, change = next(iter(backlog.items()))
-                await changes.send(change)
-                del backlog[rel]
-                stats.backlog = len(backlog)
-            await trio.sleep_forever()
+                self.backlog.pop(change.rel_path, None)  # the live version supersedes it
+                await changes.put(change, live=True)
+            if obs.full:
+                self._note(obs)
+            self.stats.backlog = len(self.backlog)
+            await trio.lowlevel.checkpoint()
+
+    async def _feed_backlog(self, changes: Producer) -> None:
+        """The backfill lane: one backlog entry at a time, whenever the readers have room."""
+        while True:
+            if not self.backlog:
+                self._backlog_added = trio.Event()
+                await self._backlog_added.wait()
+                continue
+            rel, change = next(iter(self.backlog.items()))
+            await changes.put(change, live=False)
+            if self.backlog.get(rel) is change:
+                del self.backlog[rel]
+            self.stats.backlog = len(self.backlog)
+
+    def _note(self, obs: Observation) -> None:
+        stats = self.stats
+        for folder, reason in obs.problems.items():
+            if stats.problems.get(folder) != reason:
+                log.warning(
+                    "subfolder_unreadable", pc_id=self.tracker.pc_id, path=folder, error=reason
+                )
+        stats.polls += 1
+        stats.files = len(self.index.files)
+        stats.backlog = len(self.backlog)
+        stats.last_scan_seconds = obs.busy_seconds
+        stats.last_scan_at = trio.current_time()
+        stats.problems = obs.problems
+        if stats.observe is not None:
+            stats.observe(obs.busy_seconds)

@@ -18,8 +18,8 @@ from typing import Protocol
 import trio
 
 from ..logs import get_logger
-from ..records import Deliverable, FileVersion, Key
-from .rows import AckedFile, QueueCounts
+from ..records import Deliverable, FileVersion, Key, Stat
+from .rows import QueueCounts
 from .store import Store
 
 log = get_logger("ledger")
@@ -30,9 +30,7 @@ ROOM_RECHECK = 1.0  # seconds between looks at a full queue (the drainer also wa
 class FileWatch(Protocol):
     """What the ledger needs of a PC's scanner (intake's FileTracker)."""
 
-    def acknowledge(self, rel_path: str, acked: AckedFile) -> None: ...
-
-    def acked_version(self, rel_path: str) -> AckedFile | None: ...
+    def acknowledge(self, rel_path: str, stat: Stat) -> None: ...
 
     def acked_paths(self) -> list[str]: ...
 
@@ -70,18 +68,11 @@ class FileLedger:
         self.queued = trio.Event()  # the drainer's wake-up: something entered the queue
         self.room = trio.Event()  # a full queue's wake-up: something left it
 
-    def acked_hash(self, pc_id: str, rel_path: str) -> str | None:
-        tracker = self.trackers.get(pc_id)
-        acked = tracker.acked_version(rel_path) if tracker else None
-        return acked.sha256 if acked else None
-
     def _tell_scanners(self, versions: Iterable[FileVersion]) -> None:
         for version in versions:
             tracker = self.trackers.get(version.pc_id)
             if tracker is not None:
-                tracker.acknowledge(
-                    version.rel_path, AckedFile(version.size, version.mtime_ns, version.sha256)
-                )
+                tracker.acknowledge(version.rel_path, version.stat)
 
     async def acknowledge(self, versions: Iterable[FileVersion]) -> None:
         latest = newest_per_file(versions)
@@ -190,6 +181,6 @@ class FileLedger:
     async def reload_states(self) -> None:
         """Another process (`dlq replay`) changed file_state: files it forgot are read again."""
         for pc_id, tracker in list(self.trackers.items()):
-            current = await self.store.file_states(pc_id)
+            current = await self.store.acked_stats(pc_id)
             for rel in [rel for rel in tracker.acked_paths() if rel not in current]:
                 tracker.forget_acked(rel)

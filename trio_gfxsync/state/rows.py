@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..records import FileVersion
+from ..records import UNKNOWN, FileVersion, Key, Stat
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,6 +12,12 @@ class AckedFile:
     size: int
     mtime_ns: int
     sha256: str
+    ctime_ns: int = UNKNOWN  # UNKNOWN for files acknowledged before schema 4
+    inode: int = UNKNOWN
+
+    @property
+    def stat(self) -> Stat:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +31,7 @@ class QueuedRecord:
     attempts: int
 
     @property
-    def key(self) -> tuple[str, int]:
+    def key(self) -> Key:
         return (self.version.pc_id, self.session_id)
 
 

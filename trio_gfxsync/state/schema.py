@@ -76,6 +76,14 @@ MIGRATIONS += (
     CREATE INDEX file_state_session ON file_state (pc_id, session_id);
     """,
 )
+MIGRATIONS += (
+    # 4: a change is any difference in (size, mtime, ctime, inode): a copy that keeps size and
+    # mtime is still seen. NULL: acknowledged by an older agent, compared on size and mtime.
+    """
+    ALTER TABLE file_state ADD COLUMN ctime_ns INTEGER;
+    ALTER TABLE file_state ADD COLUMN inode INTEGER;
+    """,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 CORRUPT_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 FULL_ERRORS = frozenset({"SQLITE_FULL", "SQLITE_IOERR"})

@@ -27,7 +27,7 @@ import anyio.to_thread
 import trio
 
 from ..logs import get_logger
-from ..records import Deliverable, FileVersion, Key
+from ..records import UNKNOWN, Deliverable, FileVersion, Key, Stat
 from .rows import AckedFile, DeadLetter, QueueCounts, QueuedRecord
 from .schema import BUSY_ERRORS, FULL_ERRORS, error_name, open_database
 
@@ -130,28 +130,66 @@ class Store:
 
     def _file_states(self, pc_id: str) -> dict[str, AckedFile]:
         rows = self._conn.execute(
-            "SELECT rel_path, size, mtime_ns, sha256 FROM file_state WHERE pc_id = ?", (pc_id,)
+            "SELECT rel_path, size, mtime_ns, sha256, coalesce(ctime_ns, -1), coalesce(inode, -1)"
+            " FROM file_state WHERE pc_id = ?",
+            (pc_id,),
         )
-        return {rel: AckedFile(size, mtime, sha) for rel, size, mtime, sha in rows}
+        return {
+            rel: AckedFile(size, mtime, sha, ctime, ino)
+            for rel, size, mtime, sha, ctime, ino in rows
+        }
 
     async def file_states(self, pc_id: str) -> dict[str, AckedFile]:
         return await self._run(self._file_states, pc_id)
+
+    def _acked_stats(self, pc_id: str) -> dict[str, Stat]:
+        rows = self._conn.execute(
+            "SELECT rel_path, size, mtime_ns, coalesce(ctime_ns, -1), coalesce(inode, -1)"
+            " FROM file_state WHERE pc_id = ?",
+            (pc_id,),
+        )
+        return {rel: (size, mtime, ctime, ino) for rel, size, mtime, ctime, ino in rows}
+
+    async def acked_stats(self, pc_id: str) -> dict[str, Stat]:
+        """What a scanner starts from: the acknowledged stat of each file (no hashes in RAM)."""
+        return await self._run(self._acked_stats, pc_id)
+
+    def _acked_hash(self, pc_id: str, rel_path: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT sha256 FROM file_state WHERE pc_id = ? AND rel_path = ?", (pc_id, rel_path)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    async def acked_hash(self, pc_id: str, rel_path: str) -> str | None:
+        return await self._run(self._acked_hash, pc_id, rel_path)
 
     @staticmethod
     def _ack_rows(conn: sqlite3.Connection, versions: Sequence[FileVersion], now: float) -> None:
         conn.executemany(
             """
-            INSERT INTO file_state (pc_id, rel_path, size, mtime_ns, sha256, acked_at, session_id)
-            VALUES (?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO file_state (pc_id, rel_path, size, mtime_ns, sha256, acked_at, session_id,
+                ctime_ns, inode)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (pc_id, rel_path) DO UPDATE SET
                 size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
-                acked_at = excluded.acked_at, session_id = excluded.session_id
+                acked_at = excluded.acked_at, session_id = excluded.session_id,
+                ctime_ns = excluded.ctime_ns, inode = excluded.inode
             -- an older version acknowledged late (a dead letter from the queue, two saves at
             -- once) must not replace a newer one: a restart would re-send an unchanged file
             WHERE excluded.mtime_ns >= file_state.mtime_ns
             """,
             [
-                (v.pc_id, v.rel_path, v.size, v.mtime_ns, v.sha256, now, v.session_id)
+                (
+                    v.pc_id,
+                    v.rel_path,
+                    v.size,
+                    v.mtime_ns,
+                    v.sha256,
+                    now,
+                    v.session_id,
+                    None if v.ctime_ns == UNKNOWN else v.ctime_ns,
+                    None if v.inode == UNKNOWN else v.inode,
+                )
                 for v in versions
             ],
         )

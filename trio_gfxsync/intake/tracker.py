@@ -1,0 +1,190 @@
+"""What one PC's scanner has told the reader, and what came of it: pure state, no I/O.
+
+A change is reported once per file version. The reader answers each report through the tracker:
+acknowledged (stored, queued, quarantined, dead-lettered: via the ledger), `retry_when_settled`
+(it was being written), `release` (it vanished), or `give_up` (unreadable: looked at again after
+a while, or when it changes). The tracker also keeps the *hot set*: the files worth a stat every
+hot tick, because the agent saw them change, because they are the newest of the PC (the live
+session stays hot through a long break), or because they are waiting to settle.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..records import UNKNOWN, Stat
+from .folder_index import Seen
+
+BLOCKED_RETRY_POLLS = 30  # an unreadable file is read again after this many polls (~1 min)
+HOT_WINDOW = 600.0  # seconds a file stays hot after the agent saw it change
+HOT_MAX = 32  # files per PC stat'ed every hot tick at most (the most recently changed)
+HOT_NEWEST = 3  # the PC's newest files stay hot whatever their age
+
+
+def same_version(acked: Stat, stat: Stat) -> bool:
+    """Acknowledged `acked` describes the file now at `stat` (unknown fields match anything)."""
+    return (
+        acked[0] == stat[0]
+        and acked[1] == stat[1]
+        and acked[2] in (UNKNOWN, stat[2])
+        and acked[3] in (UNKNOWN, stat[3])
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    pc_id: str
+    rel_path: str
+    size: int
+    mtime_ns: int
+    kind: Literal["created", "modified"]
+    settled: bool  # its stat has not changed for a poll interval
+    live: bool = True  # False for the startup backfill
+    ctime_ns: int = UNKNOWN
+    inode: int = UNKNOWN
+
+    @property
+    def stat(self) -> Stat:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
+
+
+@dataclass
+class FileTracker:
+    pc_id: str
+    acked: dict[str, Stat]  # the acknowledged version of each file
+    reported: dict[str, Stat] = field(default_factory=dict)
+    needs_settle: set[str] = field(default_factory=set)
+    blocked: dict[str, int] = field(default_factory=dict)  # unreadable: poll to look again at
+    changed_at: dict[str, float] = field(default_factory=dict)  # seen changing (monotonic)
+    polls: int = 0
+    # called when the hot set must grow at once (the poll thread returns at its next tick)
+    hot_changed: Callable[[], None] | None = None
+    hot_window: float = HOT_WINDOW
+    hot_max: int = HOT_MAX
+    hot_newest: int = HOT_NEWEST
+
+    def observe(
+        self,
+        seen: Mapping[str, Seen],
+        gone: Iterable[str],
+        now: float,
+        *,
+        poll: bool,
+        initial: bool = False,
+    ) -> tuple[list[FileChange], list[str]]:
+        """Changes to report, and acknowledged files that have disappeared. `poll`: a full poll
+        (counts towards retrying blocked files), not only a hot tick. `initial`: the first walk
+        after a start, where every file is new to the index but none was seen changing."""
+        changes: list[FileChange] = []
+        if poll:
+            self.polls += 1
+            for rel in [r for r, at in self.blocked.items() if at <= self.polls]:
+                del self.blocked[rel]
+                stat = self.reported.pop(rel, None)
+                if stat is not None and rel not in seen:
+                    changes.append(self._report(rel, stat, settled=True))
+        for rel, observed in seen.items():
+            stat = observed.stat
+            if observed.changed and not initial:
+                self.changed_at[rel] = now
+            acked = self.acked.get(rel)
+            if acked is not None and same_version(acked, stat):
+                self.needs_settle.discard(rel)
+                continue
+            if self.reported.get(rel) == stat:
+                continue  # in flight, or broken and waiting for the file to change
+            if rel in self.needs_settle and not observed.settled:
+                continue
+            changes.append(self._report(rel, stat, settled=observed.settled))
+        vanished = []
+        for rel in gone:
+            if self.acked.pop(rel, None) is not None:
+                vanished.append(rel)
+            self.reported.pop(rel, None)
+            self.needs_settle.discard(rel)
+            self.blocked.pop(rel, None)
+            self.changed_at.pop(rel, None)
+        if len(self.changed_at) > 4 * self.hot_max:  # a folder copied in: keep the most recent
+            keep = heapq.nlargest(2 * self.hot_max, self.changed_at.items(), key=lambda kv: kv[1])
+            self.changed_at = dict(keep)
+        return changes, vanished
+
+    def _report(self, rel: str, stat: Stat, *, settled: bool) -> FileChange:
+        self.needs_settle.discard(rel)
+        self.blocked.pop(rel, None)
+        self.reported[rel] = stat
+        return FileChange(
+            pc_id=self.pc_id,
+            rel_path=rel,
+            size=stat[0],
+            mtime_ns=stat[1],
+            kind="created" if rel not in self.acked else "modified",
+            settled=settled,
+            ctime_ns=stat[2],
+            inode=stat[3],
+        )
+
+    def hot(self, now: float, newest: Iterable[str]) -> list[str]:
+        """The files to stat every hot tick: waiting to settle, seen changing within hot_window
+        (the hot_max most recent, and the last hot_newest whatever their age), and the PC's
+        newest by mtime (`newest`, from the index: the live session after a restart)."""
+        for rel in [r for r, at in self.changed_at.items() if now - at > self.hot_window]:
+            if len(self.changed_at) <= self.hot_newest:
+                break  # the last ones seen changing stay, however old
+            del self.changed_at[rel]
+        recent = heapq.nlargest(self.hot_max, self.changed_at, key=self.changed_at.__getitem__)
+        hot = dict.fromkeys([*self.needs_settle, *recent])
+        for rel in list(newest)[: self.hot_newest]:
+            hot[rel] = None
+        return list(hot)
+
+    # -- outcomes reported back by the reader and the ledger --
+
+    def acknowledge(self, rel: str, stat: Stat) -> None:
+        self.acked[rel] = stat
+
+    def acked_version(self, rel: str) -> Stat | None:
+        return self.acked.get(rel)
+
+    def acked_paths(self) -> list[str]:
+        return list(self.acked)
+
+    def forget_acked(self, rel: str) -> None:
+        """Another process forgot this file's state (`dlq replay`): read it again."""
+        self.acked.pop(rel, None)
+        self.reported.pop(rel, None)
+
+    def retry_when_settled(self, rel: str, stat: Stat) -> None:
+        """The version was being written while read: report it again once it stops changing."""
+        if self.reported.get(rel) == stat:
+            del self.reported[rel]
+        self.needs_settle.add(rel)
+        if self.hot_changed is not None:
+            self.hot_changed()
+
+    def give_up(self, rel: str, stat: Stat) -> None:
+        """Unreadable (permissions, I/O): look again when it changes or after a while (a
+        permission fixed on the NAS changes no mtime; a session's last write never changes)."""
+        self.reported[rel] = stat
+        self.blocked[rel] = self.polls + BLOCKED_RETRY_POLLS
+
+    def release(self, rel: str, stat: Stat) -> None:
+        """Forget a report so that the next look at the file reports it afresh."""
+        if self.reported.get(rel) == stat:
+            del self.reported[rel]
+            self.needs_settle.add(rel)  # look at it again soon, not only at the next sweep
+            if self.hot_changed is not None:
+                self.hot_changed()
+
+    def caught_up(self) -> bool:
+        """Every file seen is acknowledged, or blocked until it changes (for one-shot scans)."""
+        if self.needs_settle:
+            return False
+        for rel, stat in self.reported.items():
+            acked = self.acked.get(rel)
+            if rel not in self.blocked and (acked is None or not same_version(acked, stat)):
+                return False
+        return True
