@@ -82,6 +82,16 @@ def clean_db(postgres_db: infra.Database) -> infra.Database:
 @pytest.fixture
 def samples_dir() -> Path:
     """Real PokerGFX exports (read-only: copy them into a temporary NAS tree)."""
+    return _samples()
+
+
+@pytest.fixture(scope="module")
+def samples_dir_module() -> Path:
+    """The same, for module-scoped fixtures."""
+    return _samples()
+
+
+def _samples() -> Path:
     if not infra.SAMPLES_DIR.is_dir():
         reason = (
             "../shared/samples/pokergfx not found: real PokerGFX exports are needed for this test"

@@ -114,6 +114,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .commands.simulate import run_simulate
+
+    setup_logging("INFO", "console")
+    return run_simulate(args)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     from .state.schema import SCHEMA_VERSION
 
@@ -132,6 +139,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "healthcheck": (cmd_healthcheck, "exit 0 when the local /health answers 200 (Docker runs it)"),
     "status": (cmd_status, "the running agent's live status as a table"),
     "scan": (cmd_scan, "one-shot backfill of every PC folder, with progress, then exit"),
+    "simulate": (cmd_simulate, "virtual GFX PCs writing PokerGFX exports into a NAS folder"),
     "version": (cmd_version, "the agent's version and the queue database schema it migrates to"),
 }
 
@@ -150,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
             _dlq_arguments(command)
         if name == "status":
             command.add_argument("--json", action="store_true", help="the raw /api/status JSON")
+        if name == "simulate":
+            from .commands.simulate import add_arguments
+
+            add_arguments(command)
     return parser
 
 
