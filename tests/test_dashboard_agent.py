@@ -56,7 +56,8 @@ def test_dashboard_against_a_running_agent(
         for pc_id, count in per_pc.items():
             card = page.locator(f'[data-testid="pc-card"][data-pc-id="{pc_id}"]')
             expect(card.get_by_test_id("pc-state")).to_have_text("running")
-            expect(card.get_by_test_id("pc-sessions")).to_have_text(str(count))
+            # sessions synced is a count over every acknowledged file, refreshed every few s
+            expect(card.get_by_test_id("pc-sessions")).to_have_text(str(count), timeout=20_000)
         expect(page.get_by_test_id("overall-status")).to_have_attribute("data-status", "healthy")
         expect(page.get_by_test_id("upstream-state")).to_have_attribute("data-state", "connected")
         expect(page.get_by_test_id("pending-count")).to_have_text("0")

@@ -108,7 +108,7 @@ def test_health_metrics_status_and_no_secret_anywhere(ops: dict) -> None:
             synced = {pc: m.get(("gfxsync_sessions_synced", (("pc", pc),))) for pc in per_pc}
             return m if synced == {pc: float(n) for pc, n in per_pc.items()} else None
 
-        m = wait_for(metrics_match, 10, "sessions_synced to match the table")
+        m = wait_for(metrics_match, 30, "sessions_synced to match the table")
         for pc, n in per_pc.items():
             assert m[("gfxsync_sessions_upserted_total", (("pc", pc),))] >= n
             assert m[("gfxsync_files_seen_total", (("pc", pc),))] >= n

@@ -187,7 +187,7 @@ async def test_an_unreadable_sub_folder_is_not_mistaken_for_deleted_files(
     from trio_gfxsync.intake import folder_index
     from trio_gfxsync.intake.change_queue import ChangeQueue
     from trio_gfxsync.intake.folder_index import FolderIndex
-    from trio_gfxsync.intake.scanner import PcScan, ScanTiming, compile_pattern
+    from trio_gfxsync.intake.scanner import NasPoller, PcScan, ScanTiming, compile_pattern
     from trio_gfxsync.intake.tracker import FileTracker
 
     acked = {}
@@ -212,11 +212,12 @@ async def test_an_unreadable_sub_folder_is_not_mistaken_for_deleted_files(
         return real_scandir(folder)
 
     monkeypatch.setattr(folder_index.os, "scandir", scandir)
+    timing = ScanTiming(poll_interval=0.1, hot_poll_interval=0.05, full_sweep_interval=0.3)
     scan = PcScan(
-        tracker,
-        FolderIndex(tmp_path, compile_pattern("*.json"), settle_seconds=0.1),
-        ScanTiming(poll_interval=0.1, hot_poll_interval=0.05, full_sweep_interval=0.3),
+        tracker, FolderIndex(tmp_path, compile_pattern("*.json"), settle_seconds=0.1), timing
     )
+    poller = NasPoller(timing)
+    poller.scans["PC01"] = scan
     queue = ChangeQueue()
     stats = scan.stats
 
@@ -227,6 +228,7 @@ async def test_an_unreadable_sub_folder_is_not_mistaken_for_deleted_files(
 
     with trio.fail_after(20), queue.producer() as producer:
         async with trio.open_nursery() as nursery:
+            await nursery.start(poller.run)
             await nursery.start(partial(scan.run, producer, on_gone=on_gone))
             await polls_after(3)  # several polls with 1017 unreadable
             assert stats.problems == {"1017": "Permission denied"}

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     # poll); the rest of the tree once per full_sweep_interval, a slice every poll (a sweep
     # shorter than a poll stats everything every poll)
     hot_poll_interval: float = Field(0.5, gt=0, le=3600)
-    full_sweep_interval: float = Field(300.0, gt=0, le=86_400)
+    full_sweep_interval: float = Field(600.0, gt=0, le=86_400)
     linger: float = Field(0.25, ge=0, le=60)
     max_file_bytes: int = Field(50 * MiB, ge=1024)
     max_batch_bytes: int = Field(4 * MiB, ge=1024)

@@ -65,6 +65,10 @@ class Drainer:
         self._scope = trio.CancelScope()
         self._last_probe_ok = -math.inf
         self._drain_size = batch_size
+        self._external_seen = 0
+        self._counted_at = -1
+        self._due_read_at = -1
+        self._next_due = 0.0
 
     def stop(self) -> None:
         """End now: the queue is durable, so a request cut short is simply sent again later."""
@@ -82,7 +86,10 @@ class Drainer:
                 if not self.gate.sendable:
                     await self._probe_when_due()
                     continue
-                if await self.ledger.store.changed_elsewhere():
+                # the monitor looks for other processes' commits (`dlq replay`) every refresh
+                external = self.ledger.store.external_changes
+                if external != self._external_seen:
+                    self._external_seen = external
                     await self.ledger.reload_states()
                 records = await self.ledger.store.due(self._drain_size, self.max_batch_bytes)
                 if records:
@@ -115,18 +122,30 @@ class Drainer:
             self._drain_size = min(self.batch_size, self._drain_size * 2)  # grow back gently
 
     async def _refresh_counts(self) -> None:
-        self.status.queue_counts = await self.ledger.store.counts()
+        store = self.ledger.store
+        if store.generation != self._counted_at:  # nothing changed: the last figures hold
+            self._counted_at = store.generation
+            self.status.queue_counts = await store.counts()
 
     async def _idle(self) -> None:
-        """Sleep until something is queued, a queued record falls due, or the periodic pass
-        (at most a poll interval, so a `dlq replay` from another process is seen soon)."""
-        next_due = await self.ledger.store.next_due()
-        wait = min(
-            self.queue_process_interval, self.poll_interval, max(0.0, next_due - time.time())
-        )
-        queued = self.ledger.queued
+        """Sleep until something is queued, a queued record falls due, another process changed
+        the queue (`dlq replay`, seen by the monitor), or the periodic pass. An idle agent asks
+        SQLite nothing: the next due time is read again only when the store changed."""
+        store = self.ledger.store
+        if store.generation != self._due_read_at:
+            self._due_read_at = store.generation
+            self._next_due = await store.next_due()
+        wait = min(self.queue_process_interval, max(0.0, self._next_due - time.time()))
+        queued, elsewhere = self.ledger.queued, store.changed_elsewhere
         with trio.move_on_after(wait):
-            await queued.wait()
+            async with trio.open_nursery() as nursery:
+
+                async def until(event: trio.Event) -> None:
+                    await event.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(until, queued)
+                nursery.start_soon(until, elsewhere)
 
     async def _probe_when_due(self) -> None:
         low, high = PAUSED_PROBE if self.gate.state in PAUSED else OFFLINE_PROBE

@@ -13,7 +13,8 @@ S = full_sweep_interval:
   was listed is listed again at the next poll: an entry added in the same clock tick as the
   listing would otherwise be missed;
 - within one hot tick (H): a rewrite of a hot file (the caller says which: files seen changing,
-  the newest of the PC, files waiting to settle);
+  the newest of the PC, files waiting to settle). One ticker stats the hot files of every PC in
+  one worker-thread call: a thread woken per PC per tick would cost more than the stats;
 - within one sweep (S): a rewrite of any other file. Rewriting a file in place does not touch its
   directory, so every poll also stats the next slice of all files, the whole set once per S.
 
@@ -102,12 +103,18 @@ class FolderIndex:
         self._changed_at: dict[str, float] = {}  # stat changed at (monotonic), until settled
         self._sweep: list[str] = []
         self._sweep_next = 0
+        # the PC's scanner polls it, the shared hot ticker ticks it: one at a time
+        self.lock = threading.Lock()
 
     # -- the first look: everything --
 
     def walk(self) -> Observation:
         """List every folder and stat every file. Raises OSError if the root cannot be read;
         a sub-folder that cannot be read keeps its files' last known state."""
+        with self.lock:
+            return self._walk()
+
+    def _walk(self) -> Observation:
         started = self.clock()
         obs = Observation(full=True)
         before = set(self.files)
@@ -126,38 +133,32 @@ class FolderIndex:
 
     # -- every poll, and the hot ticks in between --
 
-    def poll(
-        self,
-        *,
-        hot: Sequence[str],
-        full: bool,
-        sweep_slice: int,
-        hot_interval: float,
-        until: float,
-        wake: threading.Event,
-        stop: threading.Event,
-    ) -> Observation:
-        """With `full`: stat every folder and list those that changed, stat the next sweep slice
-        and the hot files. Then stat the hot files every `hot_interval` until the monotonic
-        `until`, returning early as soon as anything changed or `wake` is set (the caller's hot
-        set changed) or `stop` is set (the caller has gone)."""
-        obs = Observation(full=full)
-        started = self.clock()
-        if full:
+    def poll(self, *, hot: Sequence[str], sweep_slice: int) -> Observation:
+        """Stat every folder and list those that changed, stat the next sweep slice and the hot
+        files."""
+        with self.lock:
+            obs = Observation(full=True)
+            started = self.clock()
             self._poll_folders(obs)
             self._poll_sweep(sweep_slice, obs)
-        self._stat_files(hot, obs)
-        obs.busy_seconds = self.clock() - started
-        while not (obs.changed or stop.is_set()):
-            if self.clock() + hot_interval > until:
-                break
-            if wake.wait(hot_interval):
-                break
-            tick = self.clock()
             self._stat_files(hot, obs)
-            obs.busy_seconds += self.clock() - tick
-        self._prune_settled(self.clock())
-        return obs
+            obs.busy_seconds = self.clock() - started
+            self._prune_settled(self.clock())
+            return obs
+
+    def tick(self, hot: Sequence[str]) -> Observation | None:
+        """Stat the hot files only; None when a poll of this folder is running right now (it
+        stats them too)."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            obs = Observation(full=False)
+            started = self.clock()
+            self._stat_files(hot, obs)
+            obs.busy_seconds = self.clock() - started
+            return obs
+        finally:
+            self.lock.release()
 
     # -- the system calls --
 

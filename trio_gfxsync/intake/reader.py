@@ -160,7 +160,9 @@ class Reader:
                 )
                 if not change.live:
                     record = replace(record, live=False)
-                log.info(
+                # a live change keeps its line; a backfill of 10^5 files is told by the
+                # monitor's backfill_progress lines instead of one line per file
+                (log.info if change.live else log.debug)(
                     "file_" + change.kind,
                     **fields,
                     session_id=str(record.session_id),

@@ -21,12 +21,13 @@ from ..state.ledger import FileLedger
 from .change_queue import ChangeQueue, Producer
 from .folder_index import FolderIndex
 from .registry import PcEntry, Registry, load_registry, resolve_watch_path
-from .scanner import PcScan, ScanTiming, WatchedPc, compile_pattern
+from .scanner import NasPoller, PcScan, ScanTiming, WatchedPc, compile_pattern
 from .tracker import FileTracker
 
 log = get_logger("watcher")
 
 RETRY_MIN = 1.0
+REGISTRY_EVERY = 5.0  # seconds between reads of the registry (or the list of PC folders)
 RETRY_MAX = 30.0
 
 
@@ -45,6 +46,12 @@ class RegistryWatcher:
     excludes: frozenset[str]
     once: bool = False  # `scan`: one registry, each scanner until caught up, then end
     running: dict[str, _Running] = field(default_factory=dict)
+    poller: NasPoller = field(init=False)
+    _scanners_done: trio.Event = field(default_factory=trio.Event)
+    _active: int = 0
+
+    def __post_init__(self) -> None:
+        self.poller = NasPoller(self._timing())
 
     async def run(
         self,
@@ -56,7 +63,13 @@ class RegistryWatcher:
         producer keeps the queue open while no PC is watched; each scanner holds another."""
         with changes.producer():
             async with trio.open_nursery() as nursery:
+                await nursery.start(self.poller.run)
                 await self._watch(changes, nursery, task_status)
+                if self.once:
+                    # the nursery waits for the scanners; the poller must not keep it open
+                    if self._active:
+                        await self._scanners_done.wait()
+                    nursery.cancel_scope.cancel()
 
     async def _watch(
         self, changes: ChangeQueue, nursery: trio.Nursery, task_status: trio.TaskStatus[None]
@@ -90,7 +103,7 @@ class RegistryWatcher:
                 task_status.started()
             if self.once:
                 return  # the nursery waits for the scanners to catch up
-            await trio.sleep(self.settings.poll_interval)
+            await trio.sleep(max(self.settings.poll_interval, REGISTRY_EVERY))
 
     async def _apply(
         self,
@@ -130,6 +143,21 @@ class RegistryWatcher:
     ) -> None:
         """Own one PC's scanning: restart it with backoff on failure, carrying its state (what
         it has seen, what it has not sent yet) from one run to the next; stop when cancelled."""
+        self._active += 1  # before started(): a one-shot scan waits for every scanner begun
+        try:
+            await self._scan_pc(pc, pc_status, changes, task_status)
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._scanners_done.set()
+
+    async def _scan_pc(
+        self,
+        pc: PcEntry,
+        pc_status: PcStatus,
+        changes: Producer,
+        task_status: trio.TaskStatus[trio.CancelScope],
+    ) -> None:
         settings = self.settings
         with changes, trio.CancelScope() as scope:
             task_status.started(scope)
@@ -147,6 +175,7 @@ class RegistryWatcher:
                             raise FileNotFoundError(2, "watch folder not found", str(root))
                         if scan is None or scan.index.root != str(root):
                             scan = self._new_scan(tracker, root, pc_status)
+                            self.poller.scans[pc.id] = scan
                         self.watched[pc.id] = WatchedPc(root, tracker)
                         await scan.run(
                             changes,
@@ -174,6 +203,8 @@ class RegistryWatcher:
                 if self.ledger.trackers.get(pc.id) is tracker:
                     del self.ledger.trackers[pc.id]
                     self.watched.pop(pc.id, None)
+                if scan is not None and self.poller.scans.get(pc.id) is scan:
+                    del self.poller.scans[pc.id]
 
     def _new_scan(self, tracker: FileTracker, root: Path, pc_status: PcStatus) -> PcScan:
         settings = self.settings
@@ -183,12 +214,15 @@ class RegistryWatcher:
             skip=frozenset({settings.error_dir}),
             settle_seconds=settings.poll_interval,
         )
-        timing = ScanTiming(
+        return PcScan(tracker, index, self.poller.timing, stats=pc_status.scan)
+
+    def _timing(self) -> ScanTiming:
+        settings = self.settings
+        return ScanTiming(
             poll_interval=settings.poll_interval,
             hot_poll_interval=min(settings.hot_poll_interval, settings.poll_interval),
             full_sweep_interval=settings.full_sweep_interval,
         )
-        return PcScan(tracker, index, timing, stats=pc_status.scan)
 
 
 def _show(pc_status: PcStatus, entry: PcEntry) -> None:

@@ -11,7 +11,7 @@ session stays hot through a long break), or because they are waiting to settle.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -60,8 +60,6 @@ class FileTracker:
     blocked: dict[str, int] = field(default_factory=dict)  # unreadable: poll to look again at
     changed_at: dict[str, float] = field(default_factory=dict)  # seen changing (monotonic)
     polls: int = 0
-    # called when the hot set must grow at once (the poll thread returns at its next tick)
-    hot_changed: Callable[[], None] | None = None
     hot_window: float = HOT_WINDOW
     hot_max: int = HOT_MAX
     hot_newest: int = HOT_NEWEST
@@ -161,9 +159,7 @@ class FileTracker:
         """The version was being written while read: report it again once it stops changing."""
         if self.reported.get(rel) == stat:
             del self.reported[rel]
-        self.needs_settle.add(rel)
-        if self.hot_changed is not None:
-            self.hot_changed()
+        self.needs_settle.add(rel)  # hot from the next tick on
 
     def give_up(self, rel: str, stat: Stat) -> None:
         """Unreadable (permissions, I/O): look again when it changes or after a while (a
@@ -176,8 +172,6 @@ class FileTracker:
         if self.reported.get(rel) == stat:
             del self.reported[rel]
             self.needs_settle.add(rel)  # look at it again soon, not only at the next sweep
-            if self.hot_changed is not None:
-                self.hot_changed()
 
     def caught_up(self) -> bool:
         """Every file seen is acknowledged, or blocked until it changes (for one-shot scans)."""

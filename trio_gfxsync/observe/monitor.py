@@ -8,6 +8,7 @@ when they clear.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import shutil
@@ -20,13 +21,16 @@ from ..logs import get_logger
 from ..settings import Settings
 from ..state.store import Store
 from .alerts import Alert, AlertBook, Figures, Thresholds, evaluate
+from .backfill import BackfillProgress
 from .status import AgentStatus
 
 log = get_logger("monitor")
 
 MONITOR_INTERVAL = 2.0
 DISK_TIMEOUT = 2.0
+DISK_EVERY = 10.0  # seconds between looks at the NAS's disk usage
 DEAD_LETTERS_SHOWN = 100
+SYNCED_EVERY = 5.0  # seconds between counts of the sessions synced (a scan of file_state)
 
 
 def thresholds(settings: Settings) -> Thresholds:
@@ -65,6 +69,13 @@ class Monitor:
         self.thresholds = thresholds(settings)
         self.book = AlertBook()
         self._last_health: str | None = None
+        self.backfill = BackfillProgress()
+        self._read_at = -1  # store generation of the figures shown
+        self._retried = 0
+        self._synced_stale = True
+        self._synced_at = -math.inf
+        self._disk: float | None = None
+        self._disk_at = -math.inf
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.refresh()
@@ -75,30 +86,59 @@ class Monitor:
 
     async def refresh(self) -> None:
         status = self.status
-        status.queue_counts = counts = await self.store.counts()
-        status.sessions_synced = await self.store.sessions_synced()
-        # re-read every time (bounded): a re-quarantined file changes its reason, not the count
-        status.dead_letter_list = await self.store.recent_dead_letters(DEAD_LETTERS_SHOWN)
-        disk = None
-        with trio.move_on_after(DISK_TIMEOUT):
-            try:
-                disk = await trio.to_thread.run_sync(
-                    disk_percent, self.settings.nas_base_path, abandon_on_cancel=True
-                )
-            except OSError:
-                disk = None  # a missing base is reported by the scanners
+        store = self.store
+        await store.check_elsewhere()
+        if store.generation != self._read_at:
+            # the store changed: figures again (bounded queries; a re-quarantined file changes
+            # its reason, not the count). Unchanged: the last ones hold, and an idle agent
+            # costs no queries.
+            self._read_at = store.generation
+            status.queue_counts = await store.counts()
+            status.dead_letter_list = await store.recent_dead_letters(DEAD_LETTERS_SHOWN)
+            self._retried = await store.retried(self.thresholds.retry_attempts)
+            self._synced_stale = True
+        now = trio.current_time()
+        if self._synced_stale and now >= self._synced_at + SYNCED_EVERY:
+            # a count over every acknowledged file: at most every SYNCED_EVERY seconds
+            status.sessions_synced = await store.sessions_synced()
+            self._synced_stale, self._synced_at = False, now
+        counts = status.queue_counts
+        if now >= self._disk_at + DISK_EVERY:
+            self._disk_at = now
+            self._disk = None
+            with trio.move_on_after(DISK_TIMEOUT):
+                try:
+                    self._disk = await trio.to_thread.run_sync(
+                        disk_percent, self.settings.nas_base_path, abandon_on_cancel=True
+                    )
+                except OSError:
+                    self._disk = None  # a missing base is reported by the scanners
+        disk = self._disk
         figures = Figures(
             disk_percent=disk,
             memory_mb=memory_mb(),
             batch_pending=status.batch_pending,
             offline_pending=counts.pending,
-            retried_records=await self.store.retried(self.thresholds.retry_attempts),
+            retried_records=self._retried,
             consecutive_upload_failures=status.consecutive_upload_failures,
             dead_letters=counts.dead_letters,
             missing_watch_paths=tuple(p for p, pc in status.pcs.items() if pc.missing),
         )
         self.apply_alerts(evaluate(figures, self.thresholds))
         self.log_health_change()
+        self.log_backfill(now)
+
+    def log_backfill(self, now: float) -> None:
+        status = self.status
+        line = self.backfill.update(
+            now,
+            backlog=sum(pc.scan.backlog for pc in status.pcs.values()),
+            files_read=sum(status.files_seen.values()),
+            sessions_stored=sum(status.sessions_upserted.values()),
+            waiting=status.batch_pending,
+        )
+        if line is not None:
+            log.info(line[0], **line[1])
 
     def apply_alerts(self, alerts: list[Alert]) -> None:
         now = time.time()

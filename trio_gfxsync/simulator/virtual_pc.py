@@ -67,6 +67,7 @@ def write_archive(
     seed: int,
     start: datetime,
     hands: tuple[int, int] = HANDS_PER_SESSION,
+    gap_seconds: tuple[int, int] = (60, 3600),
     progress: Callable[[int], None] | None = None,
 ) -> list[Path]:
     """Blocking: `sessions` finished sessions spread over `pcs` PCs, oldest first from `start`,
@@ -87,7 +88,7 @@ def write_archive(
         written.append(path)
         seconds = (session.clock - session.created_ticks) // TICKS_PER_SECOND
         clocks[pc] += timedelta(
-            seconds=seconds + rng.randrange(60, 3600), microseconds=rng.randrange(10**6)
+            seconds=seconds + rng.randrange(*gap_seconds), microseconds=rng.randrange(10**6)
         )
         if progress is not None and index % 100 == 99:
             progress(index + 1)

@@ -75,6 +75,11 @@ class Store:
         self.problem: str | None = None  # disk full / locked, shown by /health
         self.recovered: str | None = None
         self._data_version = 0
+        # bumped on every change of the file, ours or another process's: readers of figures
+        # (the monitor, the drainer) query again only when it moved, so an idle agent is quiet
+        self.generation = 0
+        self.external_changes = 0  # commits by another connection (`dlq replay`) seen so far
+        self.changed_elsewhere = trio.Event()  # set (then replaced) when one is seen
 
     @classmethod
     async def open(cls, path: Path, *, recover: bool = True) -> Store:
@@ -111,6 +116,7 @@ class Store:
             if self.problem is not None:
                 log.info("queue_db_write_recovered", path=str(self.path))
                 self.problem = None
+            self.generation += 1
             return result
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -612,6 +618,12 @@ class Store:
         self._data_version = int(version)
         return bool(changed)
 
-    async def changed_elsewhere(self) -> bool:
-        """True when another connection (the `dlq` command) committed since the last call."""
-        return await self._run(self._external_change)
+    async def check_elsewhere(self) -> int:
+        """Look for commits by another connection (the `dlq` command); returns how many such
+        changes were seen so far (compare with the last value you saw)."""
+        if await self._run(self._external_change):
+            self.external_changes += 1
+            self.generation += 1
+            self.changed_elsewhere.set()
+            self.changed_elsewhere = trio.Event()
+        return self.external_changes
