@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import StoreError
@@ -114,7 +115,13 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             raise
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _damaged(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    return not isinstance(exc, sqlite3.OperationalError) or error_name(exc) in CORRUPT_ERRORS
+
+
+def _connect(path: Path, on_damage: Callable[[], None] | None = None) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -130,7 +137,11 @@ def _connect(path: Path) -> sqlite3.Connection:
         if result != "ok":
             raise sqlite3.DatabaseError(f"quick_check: {result}")
         _migrate(conn, path)
-    except BaseException:
+    except BaseException as exc:
+        if on_damage is not None and _damaged(exc):
+            # before the close: closing the last connection deletes the -wal and -shm (or
+            # checkpoints them into the damaged file), and they belong with it, moved aside
+            on_damage()
         conn.close()
         raise
     return conn
@@ -153,14 +164,14 @@ def open_database(path: Path, recover: bool = True) -> tuple[sqlite3.Connection,
     Returns the connection and, when it recovered, what was wrong and where the old file went.
     Only the agent recovers; a command run beside it (`dlq`) must not move its file away.
     """
+    moved: list[Path] = []
     try:
-        return _connect(path), None
+        return _connect(path, (lambda: moved.append(move_aside(path))) if recover else None), None
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and error_name(exc) not in CORRUPT_ERRORS:
+        if not _damaged(exc):
             raise StoreError(f"cannot open {path}: {exc}") from None
-        if not recover:
+        if not recover or not moved:
             raise StoreError(
                 f"{path} is damaged ({exc}); the agent recreates it at start"
             ) from None
-        moved = move_aside(path)
-        return _connect(path), f"{exc}; moved to {moved.name}"
+        return _connect(path), f"{exc}; moved to {moved[0].name}"
