@@ -13,19 +13,27 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support import infra  # noqa: E402
+from tests.support.cluster import start_cluster  # noqa: E402
 
 
 @contextlib.contextmanager
 def real_stack() -> Iterator[tuple[infra.Database, infra.PostgrestServer, infra.Gateway]]:
-    db = infra.create_database()
-    server = infra.start_postgrest(db)
-    gateway = infra.start_gateway(server.url, server.jwt_secret)
+    """A throwaway PostgreSQL cluster, a database with the migrations, PostgREST, the gateway."""
+    cluster = start_cluster()
+    infra.use_cluster(cluster)
     try:
-        yield db, server, gateway
+        db = infra.create_database()
+        server = infra.start_postgrest(db)
+        gateway = infra.start_gateway(server.url, server.jwt_secret)
+        try:
+            yield db, server, gateway
+        finally:
+            gateway.close()
+            server.close()
+            infra.drop_database(db.name)
     finally:
-        gateway.close()
-        server.close()
-        infra.drop_database(db.name)
+        infra.use_cluster(None)
+        cluster.stop()
 
 
 def summary(values: list[float]) -> str:

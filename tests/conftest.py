@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import infra
+from tests.support.cluster import Cluster, ClusterError, start_cluster
 
 # Chromium fixtures (`browser`, `page`) for the dashboard tests
 pytest_plugins = ["tests.support.browser"]
@@ -24,9 +25,24 @@ def _fail_on_infra_error(exc: infra.InfraError) -> None:
     pytest.fail(str(exc), pytrace=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def pg_cluster() -> Iterator[Cluster]:
+    """The session's own PostgreSQL: initdb in a temporary folder, a unix socket, a free port."""
+    try:
+        cluster = start_cluster()
+    except ClusterError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    infra.use_cluster(cluster)
+    try:
+        yield cluster
+    finally:
+        infra.use_cluster(None)
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
-def postgres_db() -> Iterator[infra.Database]:
-    """A fresh database (`.name`, `.dsn` as superuser) with the migration applied."""
+def postgres_db(pg_cluster: Cluster) -> Iterator[infra.Database]:
+    """A fresh database (`.name`, `.dsn` as superuser) with the migrations applied."""
     try:
         db = infra.create_database()
     except infra.InfraError as exc:

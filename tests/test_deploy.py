@@ -149,7 +149,9 @@ def test_the_image_and_the_tests_install_from_the_same_pins() -> None:
     from importlib.metadata import version
 
     for name in ("trio", "httpx", "anyio", "pydantic", "orjson", "hypercorn", "pytest"):
-        assert version(name) == pins[name], f"{name}: installed {version(name)}, pinned {pins[name]}"
+        assert version(name) == pins[name], (
+            f"{name}: installed {version(name)}, pinned {pins[name]}"
+        )
 
 
 def test_dockerfile_runtime_stage() -> None:
@@ -277,8 +279,8 @@ def test_dockerignore_keeps_secrets_and_bulk_out() -> None:
 
 
 def test_build_context_holds_the_package() -> None:
-    """Everything the wheel is built from reaches the builder, including symlink targets
-    (trio_gfxsync/sql/gfx_sync.sql links into deploy/supabase/migrations)."""
+    """Everything the wheel is built from reaches the builder, and the package holds no
+    symlink (a repository copied with Synology's File Station loses them)."""
     assert _in_build_context("pyproject.toml") and _in_build_context("README.md")
     package = ROOT / "trio_gfxsync"
     files = [p for p in package.rglob("*") if "__pycache__" not in p.parts and not p.is_dir()]
@@ -286,15 +288,16 @@ def test_build_context_holds_the_package() -> None:
     for path in files:
         rel = path.relative_to(ROOT).as_posix()
         assert _in_build_context(rel), f"{rel} is excluded from the build context"
-        if path.is_symlink():
-            target = path.resolve()
-            assert target.is_file(), f"{rel} is a dangling symlink"
-            assert target.is_relative_to(ROOT), f"{rel} points outside the build context"
-            target_rel = target.relative_to(ROOT).as_posix()
-            assert _in_build_context(target_rel), (
-                f"{rel} links to {target_rel}, which .dockerignore excludes: the wheel would "
-                "lack it"
-            )
+        assert not path.is_symlink(), f"{rel} is a symlink"
+
+
+def test_the_packaged_migrations_are_the_deploy_migrations() -> None:
+    deployed = {p.name: p.read_bytes() for p in (ROOT / "deploy/supabase/migrations").glob("*")}
+    packaged = {p.name: p.read_bytes() for p in (ROOT / "trio_gfxsync/sql").glob("*")}
+    assert packaged == deployed, (
+        "trio_gfxsync/sql/ must hold exactly deploy/supabase/migrations/: "
+        "cp deploy/supabase/migrations/*.sql trio_gfxsync/sql/"
+    )
 
 
 # -- compose ------------------------------------------------------------------------------------

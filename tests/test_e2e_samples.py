@@ -130,4 +130,4 @@ def test_bad_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
 def test_schema_prints_the_migration() -> None:
     result = run_cli({**os.environ}, "schema")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == infra.migration_path().read_text()
+    assert result.stdout == "\n".join(p.read_text() for p in infra.migration_paths())

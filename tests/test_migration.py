@@ -65,6 +65,8 @@ EXPECTED_COLUMNS = [
     ("sync_status", "text", "YES", "'synced'::text"),
     ("created_at", "timestamp with time zone", "YES", "now()"),
     ("updated_at", "timestamp with time zone", "YES", "now()"),
+    # the keep-newest migration (20261202100000): the agent's clock when it read the file
+    ("version_stamp", "bigint", "YES", None),
 ]
 
 # What the agent writes: everything but the generated, defaulted and trigger-owned columns.

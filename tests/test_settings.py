@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from trio_gfxsync.errors import ConfigError
-from trio_gfxsync.settings import Settings, load_settings
+from trio_gfxsync.settings import Settings, load_settings, require_target
 
 URL = "https://abcdefghijklmnop.supabase.co"
 KEY = "sb_secret_Zq8w3NvT0pLkY2xR5uHc9dJ_4mVb7sGa"
@@ -84,10 +84,48 @@ def test_values_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.parametrize("required", ["GFX_SYNC_SUPABASE_URL", "GFX_SYNC_SUPABASE_SECRET_KEY"])
 def test_required_variables(monkeypatch: pytest.MonkeyPatch, required: str) -> None:
+    # the Supabase pair is optional to load (the local commands need neither) but one without
+    # the other is named when a command needs the PostgREST target
     monkeypatch.delenv(required)
+    settings = load_settings()
     with pytest.raises(ConfigError) as info:
-        load_settings()
+        require_target(settings)
     assert info.value.problems == [f"{required}: is required but not set"]
+
+
+def test_no_target_at_all_says_how_to_set_either(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GFX_SYNC_SUPABASE_URL")
+    monkeypatch.delenv("GFX_SYNC_SUPABASE_SECRET_KEY")
+    with pytest.raises(ConfigError) as info:
+        require_target(load_settings())
+    (problem,) = info.value.problems
+    for needle in (
+        "GFX_SYNC_SUPABASE_URL",
+        "GFX_SYNC_TARGET=sqlite",
+        "deploy/.env.example",
+        ".env",
+    ):
+        assert needle in problem
+
+
+def test_sqlite_target_needs_no_supabase(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("GFX_SYNC_SUPABASE_URL")
+    monkeypatch.delenv("GFX_SYNC_SUPABASE_SECRET_KEY")
+    monkeypatch.setenv("GFX_SYNC_TARGET", "sqlite")
+    monkeypatch.setenv("GFX_SYNC_QUEUE_DB_PATH", str(tmp_path / "pending.db"))
+    settings = load_settings()
+    require_target(settings)
+    assert settings.sqlite_target_file == tmp_path / "target.db"
+
+
+def test_the_queue_database_is_refused_as_the_sqlite_target(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GFX_SYNC_QUEUE_DB_PATH", str(tmp_path / "pending.db"))
+    error = config_error(
+        monkeypatch, TARGET="sqlite", SQLITE_TARGET_PATH=str(tmp_path / "pending.db")
+    )
+    assert any(p.startswith("GFX_SYNC_SQLITE_TARGET_PATH:") for p in error.problems)
 
 
 BAD_NUMBERS = [
@@ -177,9 +215,13 @@ def test_bad_key_is_refused_without_echoing_it(
         assert fragment not in text
 
 
-def test_empty_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    error = config_error(monkeypatch, SUPABASE_SECRET_KEY="   ")
-    assert any(p.startswith("GFX_SYNC_SUPABASE_SECRET_KEY:") for p in error.problems)
+@pytest.mark.parametrize("name", ["SUPABASE_SECRET_KEY", "SUPABASE_URL"])
+def test_an_empty_supabase_value_is_not_set(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    # `GFX_SYNC_SUPABASE_SECRET_KEY=` as .env.example ships it: named as not set, never sent
+    monkeypatch.setenv(f"GFX_SYNC_{name}", "   ")
+    with pytest.raises(ConfigError) as info:
+        require_target(load_settings())
+    assert info.value.problems == [f"GFX_SYNC_{name}: is required but not set"]
 
 
 def test_key_never_in_repr_or_str_of_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,7 +250,6 @@ def test_key_other_errors_do_not_echo_the_key(monkeypatch: pytest.MonkeyPatch) -
         "ftp://abc.supabase.co",
         "abc.supabase.co",
         "https://",
-        "",
     ],
 )
 def test_bad_urls_are_refused_without_echoing_them(

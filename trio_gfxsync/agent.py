@@ -46,6 +46,7 @@ from .state.ledger import FileLedger
 from .state.store import Store
 from .targets.base import Target
 from .targets.postgrest import PostgrestClient
+from .targets.sqlite import SqliteTarget
 from .web.server import run_http
 
 log = get_logger("agent")
@@ -59,6 +60,12 @@ RECORD_BUFFER = 32
 CLOSE_TIMEOUT = 1.5
 CLIENT_CLOSE_TIMEOUT = 0.5
 CRASH_GRACE = 1.5  # /health answers 503 with the reason this long before the process exits
+
+
+def make_target(settings: Settings) -> Target:
+    if settings.target_kind == "sqlite":
+        return SqliteTarget(settings.sqlite_target_file)
+    return PostgrestClient(settings)
 
 
 class Shutdown:
@@ -117,8 +124,15 @@ class Agent:
         self.shutdown = Shutdown(settings)
         self._target = target
         self.http_urls: list[str] = []
+        self.finished = trio.Event()  # set when run() has returned, however it ended
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._run(task_status)
+        finally:
+            self.finished.set()
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         settings = self.settings
         http_stop = trio.Event()
         async with trio.open_nursery() as root:
@@ -128,7 +142,7 @@ class Agent:
             self.status.store = store
             if store.recovered:
                 self.status.activity.add("error", f"queue database recreated: {store.recovered}")
-            target = self._target or PostgrestClient(settings)
+            target = self._target or make_target(settings)
             try:
                 if not self.once:  # a one-shot scan must not take the running agent's port
                     await root.start(Monitor(settings, self.status, store).run)
@@ -262,6 +276,7 @@ class Agent:
                                     pcs=sorted(status.pcs),
                                     registry=status.registry_source,
                                     queue_db=str(settings.queue_db_path),
+                                    target=settings.target_kind,
                                     supabase_url=settings.supabase_url,
                                     pending=status.queue_counts.pending,
                                 )

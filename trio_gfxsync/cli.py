@@ -15,30 +15,36 @@ import trio
 from . import __version__
 from .errors import ConfigError
 from .logs import get_logger, register_secret, setup_logging
-from .settings import Settings, load_settings
+from .settings import Settings, check_folders, load_settings, require_target
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 log = get_logger("cli")
 
 
-def _settings_or_exit() -> Settings:
+def _settings_or_exit(*, target: bool = False, folders: bool = False) -> Settings:
+    """Settings, or exit 2 with one `GFX_SYNC_<NAME>: why` line each. `target`: the command
+    sends rows (run, check, scan); `folders`: it reads the NAS and writes the queue."""
     try:
         settings = load_settings()
+        if target:
+            require_target(settings)
+        if folders:
+            check_folders(settings)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
-    register_secret(settings.supabase_secret_key.get_secret_value())
-    if settings.dashboard_token is not None:
-        register_secret(settings.dashboard_token.get_secret_value())
+    for secret in (settings.supabase_secret_key, settings.dashboard_token):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
     return settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .agent import Agent
 
-    settings = _settings_or_exit()
+    settings = _settings_or_exit(target=True, folders=True)
     setup_logging(settings.log_level, settings.log_format)
     try:
         trio.run(Agent(settings).run)
@@ -53,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .commands.check import run_checks
 
-    settings = _settings_or_exit()
+    settings = _settings_or_exit(target=True)
     setup_logging("ERROR", settings.log_format)
     return trio.run(run_checks, settings)
 
@@ -102,7 +108,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from .commands.scan import run_scan
 
-    settings = _settings_or_exit()
+    settings = _settings_or_exit(target=True, folders=True)
     setup_logging("WARNING" if sys.stdout.isatty() else settings.log_level, settings.log_format)
     return trio.run(run_scan, settings)
 
@@ -119,6 +125,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     setup_logging("INFO", "console")
     return run_simulate(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .commands.demo import main as demo
+
+    return demo(args)
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -140,6 +152,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "status": (cmd_status, "the running agent's live status as a table"),
     "scan": (cmd_scan, "one-shot backfill of every PC folder, with progress, then exit"),
     "simulate": (cmd_simulate, "virtual GFX PCs writing PokerGFX exports into a NAS folder"),
+    "demo": (cmd_demo, "virtual GFX PCs, the agent and its dashboard, no Supabase needed"),
     "version": (cmd_version, "the agent's version and the queue database schema it migrates to"),
 }
 
@@ -162,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
             from .commands.simulate import add_arguments
 
             add_arguments(command)
+        if name == "demo":
+            from .commands.demo import add_arguments as demo_arguments
+
+            demo_arguments(command)
     return parser
 
 

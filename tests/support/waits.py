@@ -9,7 +9,9 @@ from pathlib import Path
 from tests.support.truth import mismatches
 
 
-def wait_until_equal(nas: Path, dsn: str, timeout: float, *, since: float | None = None) -> float:
+def wait_until_equal(
+    nas: Path, dsn: str | Path, timeout: float, *, since: float | None = None
+) -> float:
     """Poll until the table equals the NAS; return the seconds it took (from `since`)."""
     started = since if since is not None else time.monotonic()
     deadline = time.monotonic() + timeout

@@ -12,6 +12,9 @@ from ..intake.registry import discovery_excludes, load_registry, resolve_watch_p
 from ..policy import Verdict
 from ..settings import Settings
 from ..targets.postgrest import PostgrestClient
+from ..targets.sqlite import SqliteTarget
+
+SCHEMA_RULE = 2  # gfx_sync_schema_version() of the migrations this agent needs
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +87,56 @@ async def check_supabase(settings: Settings) -> list[CheckResult]:
                 Verdict.SCHEMA_MISMATCH: "gfx_sessions table",
                 Verdict.UNEXPECTED: "supabase request",
             }.get(exc.verdict, "supabase upsert")
-            return [CheckResult(name, False, exc.summary)]
-    return [
-        CheckResult("supabase reachable", True, settings.supabase_url),
-        CheckResult("supabase key", True, "accepted"),
-        CheckResult(
-            "gfx_sessions table", True, "columns and conflict key (gfx_pc_id, session_id) present"
-        ),
-    ]
+            detail = exc.summary
+            if exc.status == 404 and not exc.code:
+                # PostgREST names a missing table (42P01); a bare 404 is a wrong address
+                detail += (
+                    f" (no PostgREST at {settings.rest_url}: check GFX_SYNC_SUPABASE_URL, and "
+                    "GFX_SYNC_REST_PATH: /rest/v1 on Supabase, empty for a bare PostgREST)"
+                )
+            elif exc.verdict is Verdict.SCHEMA_MISMATCH:
+                detail += " (apply the migrations: `trio-gfxsync schema` prints them)"
+            return [CheckResult(name, False, detail)]
+        results = [
+            CheckResult("supabase reachable", True, settings.rest_url),
+            CheckResult("supabase key", True, "accepted"),
+            CheckResult(
+                "gfx_sessions table",
+                True,
+                "columns and conflict key (gfx_pc_id, session_id) present",
+            ),
+        ]
+        results.append(await check_rule(client))
+    return results
+
+
+async def check_rule(client: PostgrestClient) -> CheckResult:
+    """Is the keep-newest trigger the one this agent needs (migration 2, version stamps)?"""
+    try:
+        version = await client.rpc("gfx_sync_schema_version", {})
+    except UpstreamError as exc:
+        return CheckResult(
+            "keep-newest rule",
+            False,
+            f"migration 20261202100000_gfx_sync_keep_newest.sql not applied ({exc.summary})",
+        )
+    ok = isinstance(version, int) and version >= SCHEMA_RULE
+    return CheckResult(
+        "keep-newest rule",
+        ok,
+        f"rule {version} installed" + ("" if ok else f", this agent needs {SCHEMA_RULE}"),
+    )
+
+
+async def check_sqlite(settings: Settings) -> list[CheckResult]:
+    target = SqliteTarget(settings.sqlite_target_file)
+    try:
+        await target.probe_write()
+    except UpstreamError as exc:
+        return [CheckResult("sqlite target", False, f"{settings.sqlite_target_file}: {exc}")]
+    finally:
+        await target.aclose()
+    return [CheckResult("sqlite target", True, f"{settings.sqlite_target_file} writable")]
 
 
 async def run_checks(settings: Settings) -> int:
@@ -99,7 +144,10 @@ async def run_checks(settings: Settings) -> int:
     results += await trio.to_thread.run_sync(check_nas, settings)
     results.append(check_queue(settings))
     with trio.move_on_after(settings.request_timeout + 5) as scope:
-        results += await check_supabase(settings)
+        if settings.target_kind == "sqlite":
+            results += await check_sqlite(settings)
+        else:
+            results += await check_supabase(settings)
     if scope.cancelled_caught:
         results.append(CheckResult("supabase reachable", False, "no answer in time"))
     for result in results:

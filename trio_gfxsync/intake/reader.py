@@ -11,21 +11,23 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import trio
 
 from ..errors import FileTooLarge, ParseError
+from ..keep_newest import Copy, rank, winner
 from ..logs import get_logger
 from ..memory_budget import ByteBudget
 from ..observe.status import AgentStatus
-from ..pokergfx import SessionRecord, parse_session
+from ..pokergfx import SessionRecord, parse_session, restamp
 from ..records import FileVersion, Stat
 from ..state.ledger import FileLedger
 from .change_queue import ChangeQueue
 from .scanner import WatchedPc
-from .tracker import FileChange
+from .tracker import FileChange, FileTracker, reread
 
 log = get_logger("reader")
 
@@ -52,7 +54,9 @@ class Unreadable:
 ReadOutcome = SessionRecord | Unsettled | Vanished | Unreadable
 
 
-def read_change(path: Path, change: FileChange, max_file_bytes: int) -> ReadOutcome:
+def read_change(
+    path: Path, change: FileChange, max_file_bytes: int, version_stamp: int | None = None
+) -> ReadOutcome:
     """Blocking (worker thread): stat, read, stat again, parse.
 
     A file whose size or mtime moves during the read is still being written. A parse error on a
@@ -86,6 +90,7 @@ def read_change(path: Path, change: FileChange, max_file_bytes: int) -> ReadOutc
             max_file_bytes=max_file_bytes,
             ctime_ns=before.st_ctime_ns,
             inode=before.st_ino,
+            version_stamp=version_stamp,
         )
     except ParseError as exc:
         return (
@@ -105,6 +110,7 @@ class Reader:
     max_file_bytes: int
     budget: ByteBudget
     error_dir: Path | None = None
+    _last_stamp: int = field(default=0, init=False)
 
     async def run(
         self, changes: ChangeQueue, records: trio.MemorySendChannel[SessionRecord]
@@ -136,8 +142,14 @@ class Reader:
             return None  # the PC was removed from the registry meanwhile
         root, tracker = pc.root, pc.tracker
         self.status.files_seen[change.pc_id] += 1
+        # the stamp is taken before the read: whatever is read is at least this recent
         outcome = await trio.to_thread.run_sync(
-            read_change, root / change.rel_path, change, self.max_file_bytes, abandon_on_cancel=True
+            read_change,
+            root / change.rel_path,
+            change,
+            self.max_file_bytes,
+            time.time_ns(),
+            abandon_on_cancel=True,
         )
         fields = {"pc_id": change.pc_id, "path": change.rel_path}
         match outcome:
@@ -150,9 +162,15 @@ class Reader:
                     # touched, not changed: same bytes as acknowledged, nothing to send
                     await self.ledger.acknowledge([record.version])
                     return None
-                self.status.sync_events.note(change.pc_id, change.kind, change.rel_path)
+                winner = await self._winner(record, tracker)
+                if winner.rel_path != change.rel_path:
+                    return await self._superseded(record, change, winner, tracker)
+                record = self._stamp_winner(record)
+                tracker.note_inflight(record.session_id, _copy(record))
+                kind = "modified" if change.kind == "reread" else change.kind
+                self.status.sync_events.note(change.pc_id, kind, change.rel_path)
                 self.status.activity.add(
-                    change.kind,
+                    kind,
                     f"{record.hand_count} hands",
                     pc_id=change.pc_id,
                     path=change.rel_path,
@@ -163,7 +181,7 @@ class Reader:
                 # a live change keeps its line; a backfill of 10^5 files is told by the
                 # monitor's backfill_progress lines instead of one line per file
                 (log.info if change.live else log.debug)(
-                    "file_" + change.kind,
+                    "file_" + kind,
                     **fields,
                     session_id=str(record.session_id),
                     hands=record.hand_count,
@@ -186,6 +204,47 @@ class Reader:
             case Unreadable(ParseError() as error, stat, sha256):
                 await self.quarantine(change, error, stat, sha256)
         return None
+
+    def _stamp_winner(self, record: SessionRecord) -> SessionRecord:
+        """Reads overlap (a slow file, a second worker): a copy chosen as the winner after
+        another copy was sent must carry the larger stamp, or the table (and the batch buffer)
+        would keep the copy it beat. The stamps of one agent's decisions only grow; no
+        checkpoint lies between the choice in _winner and this call."""
+        stamp = max(record.version_stamp or 0, self._last_stamp + 1)
+        self._last_stamp = stamp
+        return record if stamp == record.version_stamp else restamp(record, stamp)
+
+    async def _winner(self, record: SessionRecord, tracker: FileTracker) -> Copy:
+        """Among the copies of this session (acknowledged or in flight, one per path, this file
+        as just read), the one the table must hold (keep_newest.py)."""
+        copies = {c.rel_path: c for c in await self.ledger.store.copies(*record.key)}
+        copies.update(tracker.inflight_copies(record.session_id))
+        copies[record.version.rel_path] = _copy(record)
+        return winner(copies.values(), time.time_ns())
+
+    async def _superseded(
+        self, record: SessionRecord, change: FileChange, best: Copy, tracker: FileTracker
+    ) -> SessionRecord | None:
+        """Another path holds a more complete copy: this version is acknowledged without being
+        sent. If this path held the winner until now (a voided hand, a reset), the table holds
+        its old content: the new winner is read again and sent with a fresh stamp."""
+        before = {c.rel_path: c for c in await self.ledger.store.copies(*record.key)}
+        previous = before.get(change.rel_path)
+        await self.ledger.acknowledge([record.version])
+        log.debug(
+            "copy_superseded",
+            pc_id=change.pc_id,
+            path=change.rel_path,
+            session_id=str(record.session_id),
+            by=best.rel_path,
+        )
+        now = time.time_ns()
+        if previous is None or rank(previous, now) < rank(best, now):
+            return None  # the winner was the winner already: it is in the table
+        acked = tracker.acked_version(best.rel_path)
+        if acked is None:
+            return None  # in flight: it goes out by itself
+        return await self.read(reread(change.pc_id, best.rel_path, acked, live=change.live))
 
     async def quarantine(
         self, change: FileChange, error: ParseError, stat: Stat, sha256: str
@@ -247,3 +306,7 @@ def copy_to_error_folder(
     except OSError as exc:
         return f"{exc.strerror or type(exc).__name__}: {exc.filename or error_dir}"
     return target
+
+
+def _copy(record: SessionRecord) -> Copy:
+    return Copy(record.version.rel_path, record.hand_count, record.version.mtime_ns)

@@ -7,13 +7,12 @@ stats the folders every poll and lists only those that changed, stats the hot fi
 tick and a slice of everything else every poll. What that finds, and how soon, is written at the
 top of folder_index.py; the `FileTracker` (tracker.py) decides what to report.
 
-One `NasPoller` looks at every PC in one worker-thread call per hot tick (their polls on the
-ticks that fall due every poll interval): waking a thread, and trio to take its answer, costs
-more than the few stats a PC needs per tick (measured on the 2-core test VM: futex and epoll
-traffic dominated the idle CPU when each PC had its own thread call), so an idle agent wakes one
-thread per tick, whatever the number of PCs. A PC whose folder hangs (a stale SMB mount) is
-found by its place in the call, left out of the next calls until its stat returns, and costs
-one thread; the others go on.
+One `NasPoller` thread looks at every PC, a poll every poll interval and the hot files every
+hot tick, and wakes trio only for a poll's figures or a change: waking a thread, and trio to
+take its answer, costs more than the few stats a PC needs per tick (measured on the 2-core test
+VM: futex and epoll traffic dominated the idle CPU when each PC had its own thread call per
+tick). A PC whose folder hangs (a stale SMB mount) is found by a heartbeat, left out until its
+stat returns, and costs one thread; the others go on.
 
 The startup backfill goes out newest file first on the queue's backfill lane; live changes take
 the live lane and never wait behind it. The backlog belongs to the PC, not to one run of its
@@ -25,6 +24,8 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from fnmatch import translate
@@ -36,7 +37,7 @@ from ..logs import get_logger
 from ..observe.status import ScanStats
 from .change_queue import Producer
 from .folder_index import FolderIndex, Observation
-from .tracker import FileChange, FileTracker
+from .tracker import FileChange, FileTracker, reread
 
 __all__ = ["FileChange", "NasPoller", "PcScan", "WatchedPc", "compile_pattern", "newest_first"]
 
@@ -84,18 +85,20 @@ class PcScan:
     walked: bool = False  # the first walk of this run of the agent has been done
     polling: bool = False  # walked and polling: the poller looks at it
     hung: bool = False  # a stat of this folder has not returned: left out until it does
+    hot_list: list[str] = field(default_factory=list)  # what the poller's thread stats
     _backlog_added: trio.Event = field(default_factory=trio.Event)
     _stopped: trio.Event = field(default_factory=trio.Event)
     _failure: OSError | None = None
     _once: bool = False
     _changes: Producer | None = None
-    _on_gone: Callable[[str, list[str]], Awaitable[None]] | None = None
+    # deleted files forgotten; returns files to read and send again (keep_newest.py)
+    _on_gone: Callable[[str, list[str]], Awaitable[list[str]]] | None = None
 
     async def run(
         self,
         changes: Producer,
         *,
-        on_gone: Callable[[str, list[str]], Awaitable[None]] | None = None,
+        on_gone: Callable[[str, list[str]], Awaitable[list[str]]] | None = None,
         once: bool = False,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -108,6 +111,7 @@ class PcScan:
         try:
             await self._walk()
             task_status.started()
+            self.refresh_hot()
             self.polling = True
             self._check_done()
             async with trio.open_nursery() as nursery:
@@ -136,8 +140,7 @@ class PcScan:
             obs.seen, obs.gone, trio.current_time(), poll=True, initial=initial
         )
         self.walked = True
-        if gone and self._on_gone is not None:
-            await self._on_gone(self.tracker.pc_id, gone)
+        await self._gone(gone, live=False)
         # after a failure too, what the walk finds goes out as backfill: it may be a whole
         # folder that came back, and live changes must not wait behind it
         for change in newest_first(found):
@@ -148,11 +151,17 @@ class PcScan:
     def hot(self) -> list[str]:
         return self.tracker.hot(trio.current_time(), self.index.newest)
 
+    def refresh_hot(self) -> None:
+        """The list the poller's thread reads (a plain list swapped whole: no lock needed)."""
+        self.hot_list = self.hot()
+
+    def __post_init__(self) -> None:
+        self.tracker.hot_changed = self.refresh_hot
+
     async def handle(self, obs: Observation) -> None:
         """What a poll or a hot tick saw: live changes out, gone files forgotten."""
         found, gone = self.tracker.observe(obs.seen, obs.gone, trio.current_time(), poll=obs.full)
-        if gone and self._on_gone is not None:
-            await self._on_gone(self.tracker.pc_id, gone)
+        await self._gone(gone, live=True)
         for change in found:
             self.backlog.pop(change.rel_path, None)  # the live version supersedes it
             if self._changes is not None:
@@ -161,6 +170,19 @@ class PcScan:
             self._note(obs)
         self.stats.backlog = len(self.backlog)
         self._check_done()
+
+    async def _gone(self, gone: list[str], *, live: bool) -> None:
+        if not gone or self._on_gone is None:
+            return
+        for rel in await self._on_gone(self.tracker.pc_id, gone):
+            stat = self.tracker.acked_version(rel)
+            if stat is None:
+                continue
+            change = reread(self.tracker.pc_id, rel, stat, live=live)
+            if live and self._changes is not None:
+                await self._changes.put(change, live=True)
+            else:
+                self.backlog[rel] = change
 
     async def _feed_backlog(self, changes: Producer) -> None:
         """The backfill lane: one backlog entry at a time, whenever the readers have room."""
@@ -193,81 +215,111 @@ class PcScan:
             stats.observe(obs.busy_seconds)
 
 
-Outcome = Observation | OSError | None  # None: skipped (a stat of it is still running)
+Outcome = Observation | OSError
 
 
 class NasPoller:
-    """Every hot tick, one worker-thread call looks at every PC that is polling: a poll on the
-    ticks that fall due (every poll interval), the hot files only in between."""
+    """One worker thread looks at every PC that is polling: every poll interval a poll (its
+    folders, a sweep slice, its hot files), every hot tick in between its hot files only.
+
+    The thread keeps its own time and calls into trio only for a poll's figures or a change,
+    so an idle tick wakes one thread and nothing else. Its answers go through
+    `trio.from_thread.run`, which waits while the readers have no room (backpressure). A stat
+    that hangs (a stale mount) stops the heartbeat: the PC it is at is marked hung and left out,
+    the stuck thread is abandoned and a new one carries on with the others; the hung PC is
+    looked at again once its stat has returned."""
 
     def __init__(self, timing: ScanTiming, tick_deadline: float | None = None) -> None:
         self.timing = timing
-        # a call that takes this long has a stat that hangs; the PC it is at is left out
         self.tick_deadline = tick_deadline or max(10.0, 5 * timing.poll_interval)
         self.scans: dict[str, PcScan] = {}
+        self._at: PcScan | None = None  # the PC the thread is looking at right now
+        self._beat = time.monotonic()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        timing = self.timing
-        hot_interval = min(timing.hot_poll_interval, timing.poll_interval)
-        next_tick = next_poll = trio.current_time()
+        while True:  # a new thread whenever the last one hung in a stat
+            stop = threading.Event()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._heartbeat, nursery.cancel_scope)
+                    # abandon_on_cancel: shutdown must not wait for a stat that hangs
+                    await trio.to_thread.run_sync(self._loop, stop, abandon_on_cancel=True)
+                    nursery.cancel_scope.cancel()
+            finally:
+                stop.set()
+
+    async def _heartbeat(self, scope: trio.CancelScope) -> None:
         while True:
-            next_tick += hot_interval
-            await trio.sleep_until(max(next_tick, trio.current_time()))
-            full = trio.current_time() >= next_poll - 1e-3
-            if full:
-                next_poll = trio.current_time() + timing.poll_interval
-            await self.tick(full=full)
-
-    async def tick(self, *, full: bool) -> None:
-        for scan in self.scans.values():
-            if scan.hung and scan.index.lock.acquire(blocking=False):
-                scan.index.lock.release()  # its stuck stat has returned: look at it again
-                scan.hung = False
-                log.info("pc_scan_unhung", pc_id=scan.tracker.pc_id)
-        jobs = [
-            (scan, scan.hot(), timing_slice(scan) if full else None)
-            for scan in self.scans.values()
-            if scan.polling and not scan.hung
-        ]
-        jobs = [job for job in jobs if job[2] is not None or job[1]]
-        if not jobs:
-            return
-        at: list[PcScan | None] = [None]  # the PC the thread is looking at right now
-
-        def look() -> list[tuple[PcScan, Outcome]]:
-            results: list[tuple[PcScan, Outcome]] = []
-            for scan, hot, sweep_slice in jobs:
-                at[0] = scan
-                outcome: Outcome
-                try:
-                    if sweep_slice is None:
-                        outcome = scan.index.tick(hot)
-                    else:
-                        outcome = scan.index.poll(hot=hot, sweep_slice=sweep_slice)
-                except OSError as exc:
-                    outcome = exc
-                results.append((scan, outcome))
-            at[0] = None
-            return results
-
-        results = None
-        with trio.move_on_after(self.tick_deadline):
-            results = await trio.to_thread.run_sync(look, abandon_on_cancel=True)
-        if results is None:
-            stuck = at[0]
-            if stuck is not None:
-                # its thread stays stuck in the stat; the PC is looked at again once it returns
+            await trio.sleep(self.tick_deadline / 4)
+            stuck = self._at
+            if stuck is not None and time.monotonic() - self._beat > self.tick_deadline:
                 stuck.hung = True
                 log.warning("pc_scan_hung", pc_id=stuck.tracker.pc_id, seconds=self.tick_deadline)
-            return
-        for scan, outcome in results:
+                self._at = None
+                scope.cancel()  # abandons the stuck thread; run() starts another
+                return
+
+    def _loop(self, stop: threading.Event) -> None:
+        """The worker thread: poll and tick until `stop`, calling trio only with news."""
+        timing = self.timing
+        hot_interval = min(timing.hot_poll_interval, timing.poll_interval)
+        next_poll = next_tick = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            full = now >= next_poll - 1e-3
+            if full:
+                next_poll = now + timing.poll_interval
+            next_tick = max(next_tick + hot_interval, now)
+            news = self._look(full)
+            if stop.is_set():
+                return
+            if full or news:
+                try:
+                    trio.from_thread.run(self._deliver, news)
+                except (trio.Cancelled, trio.RunFinishedError):
+                    return  # this thread was abandoned (shutdown, or it hung)
+            stop.wait(max(0.0, next_tick - time.monotonic()))
+
+    def _look(self, full: bool) -> list[tuple[PcScan, Outcome]]:
+        news: list[tuple[PcScan, Outcome]] = []
+        for scan in list(self.scans.values()):
+            if not scan.polling:
+                continue
+            if scan.hung:
+                if not scan.index.lock.acquire(blocking=False):
+                    continue  # its stuck stat has not returned yet
+                scan.index.lock.release()
+                scan.hung = False
+            self._at, self._beat = scan, time.monotonic()
+            outcome: Outcome | None
+            try:
+                if full:
+                    outcome = scan.index.poll(hot=scan.hot_list, sweep_slice=timing_slice(scan))
+                elif scan.hot_list:
+                    outcome = scan.index.tick(scan.hot_list)
+                else:
+                    outcome = None
+            except OSError as exc:
+                outcome = exc
+            if outcome is not None and (
+                full or not isinstance(outcome, Observation) or outcome.changed
+            ):
+                news.append((scan, outcome))
+        self._at, self._beat = None, time.monotonic()
+        return news
+
+    async def _deliver(self, news: list[tuple[PcScan, Outcome]]) -> None:
+        """In trio: what the thread found, then fresh hot lists for its next ticks."""
+        for scan, outcome in news:
             if not scan.polling:
                 continue
             if isinstance(outcome, OSError):
                 scan.fail(outcome)
-            elif outcome is not None:
+            else:
                 await scan.handle(outcome)
+        for scan in self.scans.values():
+            scan.refresh_hot()
 
 
 def timing_slice(scan: PcScan) -> int:

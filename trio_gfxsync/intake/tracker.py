@@ -11,10 +11,11 @@ session stays hot through a long break), or because they are waiting to settle.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..keep_newest import Copy
 from ..records import UNKNOWN, Stat
 from .folder_index import Seen
 
@@ -40,7 +41,7 @@ class FileChange:
     rel_path: str
     size: int
     mtime_ns: int
-    kind: Literal["created", "modified"]
+    kind: Literal["created", "modified", "reread"]  # reread: send again, it has not changed
     settled: bool  # its stat has not changed for a poll interval
     live: bool = True  # False for the startup backfill
     ctime_ns: int = UNKNOWN
@@ -60,6 +61,11 @@ class FileTracker:
     blocked: dict[str, int] = field(default_factory=dict)  # unreadable: poll to look again at
     changed_at: dict[str, float] = field(default_factory=dict)  # seen changing (monotonic)
     polls: int = 0
+    # called when the hot set must change at once (a file to watch until it settles)
+    hot_changed: Callable[[], None] | None = None
+    # copies read and sent but not acknowledged yet, for choosing among a session's copies
+    inflight: dict[int, dict[str, Copy]] = field(default_factory=dict)
+    _inflight_session: dict[str, int] = field(default_factory=dict)
     hot_window: float = HOT_WINDOW
     hot_max: int = HOT_MAX
     hot_newest: int = HOT_NEWEST
@@ -143,6 +149,19 @@ class FileTracker:
 
     def acknowledge(self, rel: str, stat: Stat) -> None:
         self.acked[rel] = stat
+        session = self._inflight_session.pop(rel, None)
+        if session is not None:
+            copies = self.inflight.get(session, {})
+            copies.pop(rel, None)
+            if not copies:
+                self.inflight.pop(session, None)
+
+    def note_inflight(self, session_id: int, copy: Copy) -> None:
+        self.inflight.setdefault(session_id, {})[copy.rel_path] = copy
+        self._inflight_session[copy.rel_path] = session_id
+
+    def inflight_copies(self, session_id: int) -> dict[str, Copy]:
+        return dict(self.inflight.get(session_id, {}))
 
     def acked_version(self, rel: str) -> Stat | None:
         return self.acked.get(rel)
@@ -159,7 +178,9 @@ class FileTracker:
         """The version was being written while read: report it again once it stops changing."""
         if self.reported.get(rel) == stat:
             del self.reported[rel]
-        self.needs_settle.add(rel)  # hot from the next tick on
+        self.needs_settle.add(rel)
+        if self.hot_changed is not None:
+            self.hot_changed()  # hot from the next tick on
 
     def give_up(self, rel: str, stat: Stat) -> None:
         """Unreadable (permissions, I/O): look again when it changes or after a while (a
@@ -172,6 +193,8 @@ class FileTracker:
         if self.reported.get(rel) == stat:
             del self.reported[rel]
             self.needs_settle.add(rel)  # look at it again soon, not only at the next sweep
+            if self.hot_changed is not None:
+                self.hot_changed()
 
     def caught_up(self) -> bool:
         """Every file seen is acknowledged, or blocked until it changes (for one-shot scans)."""
@@ -182,3 +205,18 @@ class FileTracker:
             if rel not in self.blocked and (acked is None or not same_version(acked, stat)):
                 return False
         return True
+
+
+def reread(pc_id: str, rel_path: str, stat: Stat, *, live: bool = True) -> FileChange:
+    """A file to read and send again though it has not changed (the copy it beat is gone)."""
+    return FileChange(
+        pc_id=pc_id,
+        rel_path=rel_path,
+        size=stat[0],
+        mtime_ns=stat[1],
+        kind="reread",
+        settled=True,
+        live=live,
+        ctime_ns=stat[2],
+        inode=stat[3],
+    )

@@ -12,11 +12,13 @@ callback, so that state depends on nothing above it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import trio
 
+from ..keep_newest import winner
 from ..logs import get_logger
 from ..records import Deliverable, FileVersion, Key, Stat
 from .rows import QueueCounts
@@ -175,8 +177,19 @@ class FileLedger:
         await self.store.quarantine(version, reason, message)
         self._tell_scanners([version])
 
-    async def forget(self, pc_id: str, rel_paths: list[str]) -> None:
+    async def forget(self, pc_id: str, rel_paths: list[str]) -> list[str]:
+        """Deleted source files: forget their state (their rows stay in the table). Returns
+        the files to read and send again: for each session that lost a copy, the best copy
+        left (if the lost one was in the table, the best remaining one must replace it)."""
+        sessions = await self.store.sessions_of(pc_id, rel_paths)
         await self.store.forget(pc_id, rel_paths)
+        again = []
+        now = time.time_ns()
+        for session_id in sorted(set(sessions.values())):
+            copies = await self.store.copies(pc_id, session_id)
+            if copies:
+                again.append(winner(copies, now).rel_path)
+        return again
 
     async def reload_states(self) -> None:
         """Another process (`dlq replay`) changed file_state: files it forgot are read again."""

@@ -29,6 +29,7 @@ class QueuedRecord:
     hand_count: int
     row: bytes
     attempts: int
+    version_stamp: int | None = None
 
     @property
     def key(self) -> Key:

@@ -85,6 +85,15 @@ MIGRATIONS += (
     ALTER TABLE file_state ADD COLUMN inode INTEGER;
     """,
 )
+MIGRATIONS += (
+    # 5: keep-newest follows the files (keep_newest.py): each file's hand count, for choosing
+    # among the copies of a session, and the version stamp of what is queued or dead-lettered
+    """
+    ALTER TABLE file_state ADD COLUMN hand_count INTEGER;
+    ALTER TABLE pending_sync ADD COLUMN version_stamp INTEGER;
+    ALTER TABLE dead_letter ADD COLUMN version_stamp INTEGER;
+    """,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 CORRUPT_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 FULL_ERRORS = frozenset({"SQLITE_FULL", "SQLITE_IOERR"})

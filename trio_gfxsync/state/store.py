@@ -26,6 +26,7 @@ import anyio
 import anyio.to_thread
 import trio
 
+from ..keep_newest import Copy
 from ..logs import get_logger
 from ..records import UNKNOWN, Deliverable, FileVersion, Key, Stat
 from .rows import AckedFile, DeadLetter, QueueCounts, QueuedRecord
@@ -36,21 +37,26 @@ log = get_logger("store")
 
 WRITE_RETRY_MAX = 5.0
 
-# The one copy of the queue's keep-newest rule, as the database trigger has it: an older copy of
-# a session (fewer hands; on equal hands an older mtime) never replaces a newer one in the queue.
+# The one copy of the queue's keep-newest rule, as the database trigger has it (keep_newest.py):
+# the larger version stamp wins; rows without stamps (queued by an older agent) fall back to
+# more hands, then the newer mtime.
 QUEUE_UPSERT = """
     INSERT INTO pending_sync (pc_id, session_id, rel_path, size, mtime_ns, sha256,
-        hand_count, row_z, nbytes, attempts, last_error, queued_at, next_attempt_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        hand_count, row_z, nbytes, attempts, last_error, queued_at, next_attempt_at,
+        version_stamp)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (pc_id, session_id) DO UPDATE SET
         rel_path = excluded.rel_path, size = excluded.size,
         mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
         hand_count = excluded.hand_count, row_z = excluded.row_z,
         nbytes = excluded.nbytes, attempts = excluded.attempts,
-        last_error = excluded.last_error, next_attempt_at = excluded.next_attempt_at
-    WHERE excluded.hand_count > pending_sync.hand_count
-       OR (excluded.hand_count = pending_sync.hand_count
-           AND excluded.mtime_ns >= pending_sync.mtime_ns)
+        last_error = excluded.last_error, next_attempt_at = excluded.next_attempt_at,
+        version_stamp = excluded.version_stamp
+    WHERE coalesce(excluded.version_stamp, -1) > coalesce(pending_sync.version_stamp, -1)
+       OR (coalesce(excluded.version_stamp, -1) = coalesce(pending_sync.version_stamp, -1)
+           AND (excluded.hand_count > pending_sync.hand_count
+                OR (excluded.hand_count = pending_sync.hand_count
+                    AND excluded.mtime_ns >= pending_sync.mtime_ns)))
 """
 
 
@@ -60,10 +66,22 @@ def compress(row: bytes) -> bytes:
 
 
 def _version(
-    pc_id: str, rel: str, size: int, mtime: int, sha: str, session_id: int | None = None
+    pc_id: str,
+    rel: str,
+    size: int,
+    mtime: int,
+    sha: str,
+    session_id: int | None = None,
+    hand_count: int | None = None,
 ) -> FileVersion:
     return FileVersion(
-        pc_id=pc_id, rel_path=rel, size=size, mtime_ns=mtime, sha256=sha, session_id=session_id
+        pc_id=pc_id,
+        rel_path=rel,
+        size=size,
+        mtime_ns=mtime,
+        sha256=sha,
+        session_id=session_id,
+        hand_count=hand_count,
     )
 
 
@@ -160,6 +178,32 @@ class Store:
         """What a scanner starts from: the acknowledged stat of each file (no hashes in RAM)."""
         return await self._run(self._acked_stats, pc_id)
 
+    def _copies(self, pc_id: str, session_id: int) -> list[Copy]:
+        rows = self._conn.execute(
+            "SELECT rel_path, hand_count, mtime_ns FROM file_state"
+            " WHERE pc_id = ? AND session_id = ? AND hand_count IS NOT NULL",
+            (pc_id, session_id),
+        )
+        return [Copy(rel, hands, mtime) for rel, hands, mtime in rows]
+
+    async def copies(self, pc_id: str, session_id: int) -> list[Copy]:
+        """The acknowledged copies of a session, one per file (keep_newest.py)."""
+        return await self._run(self._copies, pc_id, session_id)
+
+    def _sessions_of(self, pc_id: str, rel_paths: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for rel in rel_paths:
+            row = self._conn.execute(
+                "SELECT session_id FROM file_state WHERE pc_id = ? AND rel_path = ?",
+                (pc_id, rel),
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                found[rel] = int(row[0])
+        return found
+
+    async def sessions_of(self, pc_id: str, rel_paths: list[str]) -> dict[str, int]:
+        return await self._run(self._sessions_of, pc_id, rel_paths)
+
     def _acked_hash(self, pc_id: str, rel_path: str) -> str | None:
         row = self._conn.execute(
             "SELECT sha256 FROM file_state WHERE pc_id = ? AND rel_path = ?", (pc_id, rel_path)
@@ -174,12 +218,13 @@ class Store:
         conn.executemany(
             """
             INSERT INTO file_state (pc_id, rel_path, size, mtime_ns, sha256, acked_at, session_id,
-                ctime_ns, inode)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ctime_ns, inode, hand_count)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (pc_id, rel_path) DO UPDATE SET
                 size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
                 acked_at = excluded.acked_at, session_id = excluded.session_id,
-                ctime_ns = excluded.ctime_ns, inode = excluded.inode
+                ctime_ns = excluded.ctime_ns, inode = excluded.inode,
+                hand_count = excluded.hand_count
             -- an older version acknowledged late (a dead letter from the queue, two saves at
             -- once) must not replace a newer one: a restart would re-send an unchanged file
             WHERE excluded.mtime_ns >= file_state.mtime_ns
@@ -195,6 +240,7 @@ class Store:
                     v.session_id,
                     None if v.ctime_ns == UNKNOWN else v.ctime_ns,
                     None if v.inode == UNKNOWN else v.inode,
+                    v.hand_count,
                 )
                 for v in versions
             ],
@@ -263,6 +309,7 @@ class Store:
                         error,
                         now,
                         next_attempt_at,
+                        record.version_stamp,
                     )
                 )
             conn.executemany(QUEUE_UPSERT, rows)
@@ -295,7 +342,8 @@ class Store:
     def _due(self, now: float, limit: int, max_bytes: int) -> list[QueuedRecord]:
         rows = self._conn.execute(
             """
-            SELECT pc_id, session_id, rel_path, size, mtime_ns, sha256, hand_count, row_z, attempts
+            SELECT pc_id, session_id, rel_path, size, mtime_ns, sha256, hand_count, row_z, attempts,
+                version_stamp
             FROM pending_sync WHERE next_attempt_at <= ?
             ORDER BY next_attempt_at, queued_at LIMIT ?
             """,
@@ -303,13 +351,13 @@ class Store:
         )
         found: list[QueuedRecord] = []
         total = 2
-        for pc_id, session_id, rel, size, mtime, sha, hands, row_z, attempts in rows:
+        for pc_id, session_id, rel, size, mtime, sha, hands, row_z, attempts, stamp in rows:
             row = zlib.decompress(row_z)
             if found and total + len(row) + 1 > max_bytes:
                 break
             total += len(row) + 1
-            version = _version(pc_id, rel, size, mtime, sha, session_id)
-            found.append(QueuedRecord(version, session_id, hands, row, attempts))
+            version = _version(pc_id, rel, size, mtime, sha, session_id, hands)
+            found.append(QueuedRecord(version, session_id, hands, row, attempts, stamp))
         return found
 
     async def due(self, limit: int, max_bytes: int) -> list[QueuedRecord]:
@@ -387,6 +435,7 @@ class Store:
         attempts: int,
         row: bytes | None,
         drop_queued: bool,
+        version_stamp: int | None = None,
     ) -> None:
         now = time.time()
 
@@ -395,15 +444,15 @@ class Store:
                 """
                 INSERT INTO dead_letter (kind, pc_id, rel_path, session_id, size, mtime_ns,
                     sha256, hand_count, reason, status, code, message, attempts, first_seen,
-                    last_seen, row_z)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    last_seen, row_z, version_stamp)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (pc_id, rel_path) DO UPDATE SET
                     kind = excluded.kind, session_id = excluded.session_id,
                     size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
                     hand_count = excluded.hand_count, reason = excluded.reason,
                     status = excluded.status, code = excluded.code, message = excluded.message,
                     attempts = excluded.attempts, last_seen = excluded.last_seen,
-                    row_z = excluded.row_z
+                    row_z = excluded.row_z, version_stamp = excluded.version_stamp
                 """,
                 (
                     kind,
@@ -422,6 +471,7 @@ class Store:
                     now,
                     now,
                     compress(row) if row is not None else None,
+                    version_stamp,
                 ),
             )
             if drop_queued and session_id is not None:
@@ -457,6 +507,7 @@ class Store:
             attempts,
             record.row,
             True,
+            record.version_stamp,
         )
 
     async def quarantine(self, version: FileVersion, reason: str, message: str) -> None:
@@ -536,16 +587,16 @@ class Store:
             )
             rows = conn.execute(
                 "SELECT id, pc_id, rel_path, session_id, size, mtime_ns, sha256,"
-                f" hand_count, row_z FROM dead_letter {where}",
+                f" hand_count, row_z, version_stamp FROM dead_letter {where}",
                 params,
             ).fetchall()
             now = time.time()
-            for entry_id, pc_id, rel, session_id, size, mtime, sha, hands, row_z in rows:
+            for entry_id, pc_id, rel, session_id, size, mtime, sha, hands, row_z, stamp in rows:
                 if row_z is not None:
                     # back into the queue with a clean slate; keep-newest still applies
                     # attempts 0, last_error NULL, queued and due now
                     values = (pc_id, session_id, rel, size, mtime, sha, hands, row_z, len(row_z))
-                    conn.execute(QUEUE_UPSERT, (*values, 0, None, now, now))
+                    conn.execute(QUEUE_UPSERT, (*values, 0, None, now, now, stamp))
                 else:
                     # a quarantined file: forget its state so the agent reads it again
                     conn.execute(

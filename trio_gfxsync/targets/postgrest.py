@@ -78,7 +78,7 @@ class PostgrestClient:
     """Owns the one httpx.AsyncClient; close it with `aclose` (or `async with`)."""
 
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
-        key = settings.supabase_secret_key.get_secret_value()
+        key = settings.secret_key
         self._secrets = (key,)
         self._client = httpx.AsyncClient(
             base_url=settings.rest_url,

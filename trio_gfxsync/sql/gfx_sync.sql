@@ -1,1 +1,0 @@
-../../deploy/supabase/migrations/20261126150000_gfx_sync.sql
