@@ -47,6 +47,7 @@ from common import REPO, infra, real_stack
 from tests.support.agent import AgentProcess, agent_env
 from tests.support.waits import queue_figures, wait_for
 from trio_gfxsync.pokergfx import parse_session
+from trio_gfxsync.settings import Settings
 from trio_gfxsync.simulator.exports import new_session, to_bytes
 from trio_gfxsync.simulator.virtual_pc import write_archive, write_file
 from trio_gfxsync.targets.postgrest import UPSERT_PARAMS, UPSERT_PREFER
@@ -306,7 +307,8 @@ class Bench:
                     timed("the new file", 60, lambda pc=pc, sid=sid: hands_of(db.dsn, pc, sid) == 1)
                 )
         # archived files, far from the newest: only the sweep finds their rewrites
-        sweep = self.sweep or 300.0  # the default, unless --quick shortened it
+        # the agent's default (what the CPU figures hold at), unless --quick shortened it
+        sweep = self.sweep or float(Settings.model_fields["full_sweep_interval"].default)
         old = rng.sample(paths[: len(paths) // 2], 3 if self.quick else 5)
         expected = {}
         for path in old:

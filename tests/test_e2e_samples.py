@@ -131,3 +131,17 @@ def test_schema_prints_the_migration() -> None:
     result = run_cli({**os.environ}, "schema")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "\n".join(p.read_text() for p in infra.migration_paths())
+
+
+def test_schema_hands_prints_the_hand_tables_migration() -> None:
+    result = run_cli({**os.environ}, "schema", "--hands")
+    assert result.returncode == 0, result.stderr
+    (hands,) = infra.MIGRATIONS_DIR.glob("*_gfx_hands.sql")
+    assert result.stdout == hands.read_text()
+    moved = run_cli({**os.environ}, "schema", "--hands", "--schema", "graphics")
+    assert moved.returncode == 0, moved.stderr
+    assert "create table if not exists graphics.gfx_hands" in moved.stdout.lower()
+    assert "public.gfx_sessions" in moved.stdout  # the session table stays where it is
+    bad = run_cli({**os.environ}, "schema", "--hands", "--schema", "x; drop table y")
+    assert bad.returncode == 2 and "plain lower-case identifier" in bad.stderr
+    assert bad.stdout == ""

@@ -31,7 +31,6 @@ import pytest
 import trio
 
 from tests.support import infra
-from trio_gfxsync.commands.check import CheckResult
 from trio_gfxsync.commands.hands import (
     HANDS_VERSION,
     check_hands,
@@ -39,6 +38,7 @@ from trio_gfxsync.commands.hands import (
     run_hands_rebuild,
     sql_for_schema,
 )
+from trio_gfxsync.commands.results import CheckResult
 from trio_gfxsync.pokergfx import parse_session
 from trio_gfxsync.settings import Settings, load_settings
 from trio_gfxsync.targets.postgrest import UPSERT_PARAMS, UPSERT_PREFER, PostgrestClient

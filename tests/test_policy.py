@@ -12,9 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_gfxsync.policy import (
+    Action,
     Verdict,
     backoff_delay,
+    capped_retry_after,
     classify,
+    decide,
     retry_after_seconds,
     slow_down_delay,
 )
@@ -58,7 +61,7 @@ HYPOTHESIS = settings(max_examples=300, deadline=None)
         # slow down
         (429, None, Verdict.SLOW_DOWN),
         (503, None, Verdict.SLOW_DOWN),
-        (504, None, Verdict.SLOW_DOWN),
+        (504, None, Verdict.TIMED_OUT),  # the batch took too long: halved
         (503, "PGRST003", Verdict.SLOW_DOWN),
         (504, "PGRST003", Verdict.SLOW_DOWN),
         # upstream down
@@ -247,7 +250,7 @@ def test_retry_after_never_raises_and_is_never_negative(header: str) -> None:
     ("status", "code", "verdict"),
     [
         (405, "25006", Verdict.DOWN),  # read-only transaction: Supabase's disk-full mode
-        (500, "57014", Verdict.DOWN),  # statement timeout
+        (500, "57014", Verdict.TIMED_OUT),  # statement timeout: halved like a 504
         (408, None, Verdict.DOWN),
         (400, "P0001", Verdict.REFUSED),  # a trigger's RAISE EXCEPTION about this row
         (406, "PGRST106", Verdict.UNEXPECTED),  # about the request, not the records
@@ -259,3 +262,34 @@ def test_only_record_errors_count_as_refusals(
     status: int, code: str | None, verdict: Verdict
 ) -> None:
     assert classify(status, code) is verdict
+
+
+@given(
+    batch_len=st.integers(min_value=1, max_value=10_000),
+    slow_tries=st.integers(min_value=0, max_value=20),
+    limit=st.integers(min_value=0, max_value=20),
+)
+def test_a_timed_out_batch_is_halved_and_a_single_record_backs_off(
+    batch_len: int, slow_tries: int, limit: int
+) -> None:
+    action = decide(Verdict.TIMED_OUT, batch_len, slow_tries, limit)
+    if batch_len > 1:
+        assert action is Action.SPLIT  # never the same size again: it would time out for ever
+    else:
+        # one record is never dead-lettered for a timeout: it is not the record's fault
+        assert action is (Action.RETRY if slow_tries < limit else Action.QUEUE)
+    # a 503 says "slow down", not "too big": the batch keeps its size
+    assert decide(Verdict.SLOW_DOWN, batch_len, slow_tries, limit) is not Action.SPLIT
+
+
+@given(
+    asked=st.none() | st.floats(min_value=0, max_value=1e9, allow_nan=False),
+    cap=st.floats(min_value=0.001, max_value=3600, allow_nan=False),
+)
+def test_retry_after_is_honoured_up_to_the_cap(asked: float | None, cap: float) -> None:
+    honoured = capped_retry_after(asked, cap)
+    if asked is None:
+        assert honoured is None
+    else:
+        assert honoured == min(asked, cap)
+        assert honoured is not None and honoured <= cap

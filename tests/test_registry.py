@@ -309,3 +309,29 @@ def test_any_json_value_ends_in_entries_or_registry_error(
         assert 1 <= len(pc.id) <= MAX_ID_LENGTH and "/" not in pc.id and pc.id.isprintable()
         assert not pc.watch_path.startswith("/") and ".." not in pc.watch_path.split("/")
         assert isinstance(pc.enabled, bool)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("PC01", "PC01"), ("PC01", "PC01/1021"), ("tables/PC02", "tables"), ("PC01/", "./PC01")],
+)
+def test_overlapping_watch_paths_are_refused(tmp_path: Path, first: str, second: str) -> None:
+    for folder in (first, second):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    registry = tmp_path / "config" / "pc_registry.json"
+    registry.parent.mkdir()
+    registry.write_text(
+        json.dumps({"pcs": [{"id": "A", "watch_path": first}, {"id": "B", "watch_path": second}]})
+    )
+    with pytest.raises(RegistryError) as info:
+        load_registry(tmp_path, registry, frozenset())
+    assert "'A' and 'B'" in str(info.value) and "overlap" in str(info.value)
+
+
+def test_a_symlink_loop_as_watch_path_is_a_registry_error(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    registry = tmp_path / "config" / "pc_registry.json"
+    registry.parent.mkdir()
+    registry.write_text(json.dumps({"pcs": [{"id": "A", "watch_path": "loop"}]}))
+    with pytest.raises(RegistryError, match="symbolic link loop"):
+        load_registry(tmp_path, registry, frozenset())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -19,8 +20,10 @@ from trio_gfxsync.errors import NotJson
 from trio_gfxsync.intake.reader import Unreadable, Unsettled, Vanished, read_change
 from trio_gfxsync.intake.scanner import FileChange
 from trio_gfxsync.logs import RepeatSummary
-from trio_gfxsync.observe.alerts import AlertBook, Figures, Thresholds, evaluate
+from trio_gfxsync.observe.alerts import ALERT_NAMES, AlertBook, Figures, Thresholds, evaluate
+from trio_gfxsync.observe.health import HealthInputs, assess
 from trio_gfxsync.observe.status import AgentStatus
+from trio_gfxsync.observe.upstream import Upstream
 from trio_gfxsync.pokergfx import SessionRecord
 
 
@@ -240,3 +243,29 @@ async def test_an_unreadable_sub_folder_is_not_mistaken_for_deleted_files(
     assert forgotten == []
     assert set(tracker.acked) == set(acked)
     assert len(queue) == 0 and not scan.backlog  # nothing re-sent, then or since
+
+
+def test_quarantined_and_unreadable_files_are_review_alerts_that_degrade_health() -> None:
+    t = Thresholds()
+    quiet = Figures(10.0, 100.0, 0, 0, 0, 0, 0)
+    assert evaluate(quiet, t) == []
+    for figures, name in (
+        (replace(quiet, quarantined=1), "quarantined_files"),
+        (replace(quiet, unreadable_files=2), "files_unreadable"),
+    ):
+        (alert,) = evaluate(figures, t)
+        assert (alert.name, alert.level) == (name, "review")
+        assert name in ALERT_NAMES
+        inputs = HealthInputs(
+            upstream=Upstream.CONNECTED,
+            upstream_reason=None,
+            pending=0,
+            store_problem=None,
+            failure=None,
+            registry_error=None,
+            pcs=(),
+            alerts=(alert,),
+        )
+        verdict = assess(inputs)
+        assert (verdict.status, verdict.http_code) == ("degraded", 200)
+        assert any(name in reason for reason in verdict.reasons)

@@ -229,6 +229,7 @@ class Agent:
             queue_process_interval=settings.queue_process_interval,
             poll_interval=settings.poll_interval,
             rng=rng,
+            upstream_probe_interval=settings.upstream_probe_interval,
         )
         batcher = Batcher(
             BatchBuffer(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from . import __version__
+from . import __version__, names
 from .errors import ConfigError
 from .logs import get_logger, register_secret, setup_logging
 from .settings import Settings, check_folders, load_settings, require_target
@@ -99,7 +99,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         import orjson
 
-        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(names.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print(format_status(document))
     return EXIT_OK
@@ -114,10 +114,35 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.hands:
+        from .commands.hands import hands_migration_sql
+
+        try:
+            sql = hands_migration_sql(args.hands_schema)
+        except ValueError as exc:
+            print(f"trio-gfxsync schema --hands --schema: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        sys.stdout.write(sql)
+        return EXIT_OK
     from .commands.schema import migration_sql
 
     sys.stdout.write(migration_sql())
     return EXIT_OK
+
+
+def cmd_hands(args: argparse.Namespace) -> int:
+    from .commands.hands import run_hands_rebuild
+
+    settings = _settings_or_exit(target=True)
+    if settings.target_kind != "postgrest":
+        print(
+            "hands rebuild: the hand tables live in Supabase (PostgreSQL); "
+            "GFX_SYNC_TARGET=sqlite has none",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    setup_logging("WARNING", settings.log_format)
+    return trio.run(run_hands_rebuild, settings, args.pc)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -147,6 +172,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "run": (cmd_run, "run the sync service (exit 0 after SIGTERM/SIGINT)"),
     "check": (cmd_check, "check configuration, NAS folders, registry and Supabase; one line each"),
     "schema": (cmd_schema, "print the migration SQL (paste it into Supabase's SQL editor)"),
+    "hands": (cmd_hands, "re-derive the optional hand tables from gfx_sessions (after installing)"),
     "dlq": (cmd_dlq, "list, show, replay or purge dead letters and quarantined files"),
     "healthcheck": (cmd_healthcheck, "exit 0 when the local /health answers 200 (Docker runs it)"),
     "status": (cmd_status, "the running agent's live status as a table"),
@@ -169,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         if name == "dlq":
             _dlq_arguments(command)
+        if name == "schema":
+            command.add_argument(
+                "--hands",
+                action="store_true",
+                help="the optional hand tables' migration instead (gfx_hands and its views)",
+            )
+            command.add_argument(
+                "--schema",
+                dest="hands_schema",
+                default="public",
+                help="with --hands: the schema to create the hand tables in (default public)",
+            )
+        if name == "hands":
+            actions = command.add_subparsers(dest="action", required=True, metavar="ACTION")
+            rebuild = actions.add_parser(
+                "rebuild", help="derive every stored session's hands again, in chunks"
+            )
+            rebuild.add_argument("--pc", help="only this GFX PC's sessions (gfx_pc_id)")
         if name == "status":
             command.add_argument("--json", action="store_true", help="the raw /api/status JSON")
         if name == "simulate":

@@ -108,3 +108,9 @@ class UpstreamError(GfxSyncError):
         if self.status is None:
             return f"{self.kind}: {self.message}"
         return f"HTTP {self.status} {self.code or ''} {self.message}".strip()
+
+
+class NotARegularFile(ParseError):
+    """A FIFO, socket, device or symbolic link where a session file was expected."""
+
+    reason = "not_a_regular_file"

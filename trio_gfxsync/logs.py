@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from . import names
+
 _secrets: set[str] = set()
 
 
@@ -56,7 +58,7 @@ def _base_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = orjson.dumps(_base_fields(record), default=str).decode()
+        line = names.dumps(_base_fields(record), default=str).decode()
         return scrub(line)
 
 

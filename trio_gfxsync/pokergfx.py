@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import orjson
 
 from .errors import BadEncoding, FileTooLarge, NoSessionId, NotASession, NotJson
+from .names import printable
 from .records import UNKNOWN, FileVersion, Key
 
 BIGINT_MAX = 2**63 - 1
@@ -288,8 +289,9 @@ def parse_session(
         {
             "gfx_pc_id": pc_id,
             "session_id": session_id,
-            "file_name": file_name,
-            "file_path": rel_path,
+            # a name that is not UTF-8 as `\xNN` (names.py); the queue keeps the exact one
+            "file_name": printable(file_name),
+            "file_path": printable(rel_path),
             "file_hash": version.sha256,
             "file_size": version.size,
             "file_mtime": mtime_iso(mtime_ns),

@@ -19,7 +19,9 @@ class Verdict(enum.Enum):
     REJECTED = "rejected"  # key or privileges: pause, re-probe, never dead-letter
     REFUSED = "refused"  # the table refuses particular records: isolate them
     TOO_LARGE = "too_large"  # 413: split; a single record -> dead letter
-    SLOW_DOWN = "slow_down"  # 429 / 503 / 504: back off, honour Retry-After
+    SLOW_DOWN = "slow_down"  # 429 / 503: back off, honour Retry-After
+    # 504 / 57014: the batch took too long; halve it (as 413), back off with a single record
+    TIMED_OUT = "timed_out"
     DOWN = "down"  # other 5xx, timeouts, connection errors: queue and probe
     UNEXPECTED = "unexpected"  # a 4xx about the request, not the records: pause like REJECTED
 
@@ -27,9 +29,12 @@ class Verdict(enum.Enum):
 SCHEMA_CODES = frozenset({"PGRST204", "PGRST205", "42703", "42P01", "42P10", "428C9", "PGRST200"})
 REJECTED_CODES = frozenset({"PGRST301", "PGRST302", "PGRST300", "42501"})
 SPLIT_CODES = frozenset({"21000", "PGRST102"})
-# 25006: read-only transaction (Supabase turns a project with a full disk read-only);
-# 57014: statement timeout. Both pass with time, like an outage.
-DOWN_CODES = frozenset({"25006", "57014"})
+# 25006: read-only transaction (Supabase turns a project with a full disk read-only): it
+# passes with time, like an outage.
+DOWN_CODES = frozenset({"25006"})
+# 57014: statement timeout. With a 504 from the gateway, the answer to a batch too slow to
+# store in time: a batch retried at the same size would time out for ever.
+TIMEOUT_CODES = frozenset({"57014"})
 
 
 def classify(status: int | None, code: str | None) -> Verdict:
@@ -45,7 +50,11 @@ def classify(status: int | None, code: str | None) -> Verdict:
         return Verdict.SCHEMA_MISMATCH
     if status == 413:
         return Verdict.TOO_LARGE
-    if status in (429, 503, 504) or code == "PGRST003":
+    if code == "PGRST003":  # no pool connection in time: the server is busy, not the batch
+        return Verdict.SLOW_DOWN
+    if status == 504 or code in TIMEOUT_CODES:
+        return Verdict.TIMED_OUT
+    if status in (429, 503):
         return Verdict.SLOW_DOWN
     if status in (400, 409) and code in SPLIT_CODES:
         return Verdict.SPLIT
@@ -78,14 +87,16 @@ class Action(enum.Enum):
 def decide(
     verdict: Verdict, batch_len: int, slow_tries: int, rate_limit_max_retries: int
 ) -> Action:
-    """DESIGN 5 as one function. `slow_tries`: 429/503/504 answers already seen for this batch."""
+    """DESIGN 5 as one function. `slow_tries`: slow-down answers already seen for this batch."""
     if verdict is Verdict.STORED:
         return Action.ACKNOWLEDGE
     if verdict in (Verdict.SPLIT, Verdict.REFUSED):
         return Action.SPLIT if batch_len > 1 else Action.REFUSE_ONE
     if verdict is Verdict.TOO_LARGE:
         return Action.SPLIT if batch_len > 1 else Action.DEAD_LETTER
-    if verdict is Verdict.SLOW_DOWN:
+    if verdict is Verdict.TIMED_OUT and batch_len > 1:
+        return Action.SPLIT
+    if verdict in (Verdict.SLOW_DOWN, Verdict.TIMED_OUT):
         return Action.RETRY if slow_tries < rate_limit_max_retries else Action.QUEUE
     if verdict is Verdict.DOWN:
         return Action.QUEUE
@@ -98,6 +109,11 @@ def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) 
         attempt = 0
     ceiling = min(cap, base * (2 ** min(attempt, 62)))
     return rng.uniform(0, ceiling)
+
+
+def capped_retry_after(retry_after: float | None, cap: float) -> float | None:
+    """A Retry-After of a day must not stop every request for a day: honoured up to `cap`."""
+    return None if retry_after is None else min(retry_after, cap)
 
 
 def retry_after_seconds(header: str | None, now: datetime | None = None) -> float | None:

@@ -6,12 +6,33 @@ Pure data, no I/O: every layer may import it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
 Key = tuple[str, int]  # the conflict key of gfx_sessions: (gfx_pc_id, session_id)
 Stat = tuple[int, int, int, int]  # a file's (size, mtime_ns, ctime_ns, inode)
 UNKNOWN = -1  # a ctime or inode not recorded (state written by an older agent)
+
+# SQLite's INTEGER is 64-bit: a PC whose clock says 2300 writes an mtime beyond it (in ns). A
+# timestamp is clamped here, where a stat enters the agent, so that every later comparison,
+# the store and the rows all see the same value; two mtimes both beyond 2262 look alike,
+# which costs at most a rewrite that changes nothing else (size, ctime, inode) going unseen.
+NS_MAX = 2**63 - 1
+NS_MIN = -(2**63)
+
+
+def clamp_ns(value: int) -> int:
+    return NS_MAX if value > NS_MAX else NS_MIN if value < NS_MIN else value
+
+
+def file_stat(st: os.stat_result) -> Stat:
+    """A file's Stat from os.stat, its timestamps clamped to what the store can hold (inline:
+    a poll makes this call for every file it stats)."""
+    m, c = st.st_mtime_ns, st.st_ctime_ns
+    if NS_MIN <= m <= NS_MAX and NS_MIN <= c <= NS_MAX:
+        return (st.st_size, m, c, st.st_ino)
+    return (st.st_size, clamp_ns(m), clamp_ns(c), st.st_ino)
 
 
 @dataclass(frozen=True, slots=True)

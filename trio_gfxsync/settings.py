@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(10_000, ge=1)
     rate_limit_max_retries: int = Field(5, ge=0, le=1000)
     rate_limit_base_delay: float = Field(1.0, gt=0, le=600)
+    # a Retry-After is honoured up to this many seconds (a 429 asking for a day must not stop
+    # every request for a day)
+    max_retry_after: float = Field(60.0, gt=0, le=3600)
+    # an idle agent asks upstream this often (seconds), so an outage shows before it matters
+    upstream_probe_interval: float = Field(30.0, gt=0, le=3600)
     health_port: int = Field(8080, ge=0, le=65_535)
     # -- added by the design --
     health_host: str = "0.0.0.0"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import trio
 
@@ -13,18 +12,10 @@ from ..policy import Verdict
 from ..settings import Settings
 from ..targets.postgrest import PostgrestClient
 from ..targets.sqlite import SqliteTarget
+from .hands import check_hands
+from .results import CheckResult
 
 SCHEMA_RULE = 2  # gfx_sync_schema_version() of the migrations this agent needs
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    name: str
-    ok: bool
-    detail: str
-
-    def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
 
 
 def check_nas(settings: Settings) -> list[CheckResult]:
@@ -107,6 +98,7 @@ async def check_supabase(settings: Settings) -> list[CheckResult]:
             ),
         ]
         results.append(await check_rule(client))
+        results += await check_hands(client)
     return results
 
 

@@ -30,7 +30,7 @@ from ..errors import UpstreamError
 from ..policy import Verdict
 from ..settings import Settings
 from ..targets.postgrest import PostgrestClient
-from .check import CheckResult
+from .results import CheckResult
 from .schema import hands_migration_file
 
 # The version gfx_hands_status() reports for the rules this agent documents.

@@ -50,6 +50,7 @@ class Drainer:
         queue_process_interval: float,
         poll_interval: float,
         rng: random.Random,
+        upstream_probe_interval: float = 30.0,
     ) -> None:
         self.target = target
         self.ledger = ledger
@@ -60,6 +61,7 @@ class Drainer:
         self.max_batch_bytes = max_batch_bytes
         self.queue_process_interval = queue_process_interval
         self.poll_interval = poll_interval
+        self.upstream_probe_interval = upstream_probe_interval
         self.rng = rng
         self._stopping = False
         self._scope = trio.CancelScope()
@@ -99,6 +101,11 @@ class Drainer:
                     await self._refresh_counts()
                     continue
                 await self._refresh_counts()
+                if trio.current_time() >= self._probe_due():
+                    # nothing to send for a while: an outage must still show in /health
+                    # within the interval, before the first hand of the show fails
+                    await self._probe()
+                    continue
                 await self._idle()
 
     async def _after_delivery(self, records: list[QueuedRecord], sent_at: float) -> None:
@@ -135,7 +142,11 @@ class Drainer:
         if store.generation != self._due_read_at:
             self._due_read_at = store.generation
             self._next_due = await store.next_due()
-        wait = min(self.queue_process_interval, max(0.0, self._next_due - time.time()))
+        wait = min(
+            self.queue_process_interval,
+            max(0.0, self._next_due - time.time()),
+            max(0.0, self._probe_due() - trio.current_time()),
+        )
         queued, elsewhere = self.ledger.queued, store.changed_elsewhere
         with trio.move_on_after(wait):
             async with trio.open_nursery() as nursery:
@@ -146,6 +157,10 @@ class Drainer:
 
                 nursery.start_soon(until, queued)
                 nursery.start_soon(until, elsewhere)
+
+    def _probe_due(self) -> float:
+        """When an idle agent next asks upstream: an interval after the last good answer."""
+        return max(self._last_probe_ok, self.gate.last_answer_ok) + self.upstream_probe_interval
 
     async def _probe_when_due(self) -> None:
         low, high = PAUSED_PROBE if self.gate.state in PAUSED else OFFLINE_PROBE
@@ -163,12 +178,12 @@ class Drainer:
         reason = error.summary if error else None
         if verdict is Verdict.STORED:
             self._last_probe_ok = trio.current_time()
-            if self.gate.state != Upstream.UNKNOWN:
+            if self.gate.state not in (Upstream.UNKNOWN, Upstream.CONNECTED):
                 log.info("upstream_probe_ok", pending=self.status.queue_counts.pending)
             self.gate.set_state(Upstream.CONNECTED)
         elif verdict in PAUSE_STATE:
             self.gate.set_state(PAUSE_STATE[verdict], reason)
-        elif verdict is Verdict.SLOW_DOWN:
+        elif verdict in (Verdict.SLOW_DOWN, Verdict.TIMED_OUT):
             if error is None or error.retry_after is None:
                 self.gate.hold(OFFLINE_PROBE[0])  # the gate already holds for a Retry-After
             if self.gate.state == Upstream.UNKNOWN:

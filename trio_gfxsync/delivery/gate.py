@@ -37,6 +37,7 @@ class UpstreamGate:
         # the one slot for ever, so the gate bounds the whole request as well
         self.request_deadline = request_deadline
         self.not_before = -math.inf
+        self.last_answer_ok = -math.inf  # trio time of the last request upstream stored
         self._slot = trio.Lock()
         self._changed = trio.Event()
 
@@ -98,4 +99,5 @@ class UpstreamGate:
             if scope.cancelled_caught:
                 late = UpstreamError(None, None, "no complete answer in time", kind="Timeout")
                 return Verdict.DOWN, late
+            self.last_answer_ok = trio.current_time()
             return Verdict.STORED, None

@@ -9,9 +9,9 @@ a log for dashboards built on Supabase, not data the agent promises to deliver.
 
 from __future__ import annotations
 
-import orjson
 import trio
 
+from .. import names
 from ..logs import get_logger
 from ..observe.status import AgentStatus
 from ..observe.sync_event_buffer import SyncEventBuffer
@@ -54,7 +54,7 @@ class SyncEventReporter:
         rows = self.buffer.take_rows()
         if not rows:
             return
-        body = orjson.dumps(rows)
+        body = names.dumps(rows)
         verdict, error = await self.gate.send(
             lambda: self.target.insert_sync_events(body), deadline=SEND_DEADLINE
         )

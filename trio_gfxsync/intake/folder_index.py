@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..records import Stat
+from ..records import Stat, file_stat
 from .registry import is_system_folder
 
 RACY_SECONDS = 2.0
@@ -70,11 +70,12 @@ class _Folder:
     files: set[str]  # rel paths of the matching files directly inside
 
 
-def _file_stat(st: os.stat_result) -> Stat:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+_file_stat = file_stat
 
 
 def _folder_stat(st: os.stat_result) -> tuple[int, int, int]:
+    # kept in memory only (never stored): no clamping needed, and every poll makes this call
+    # for every folder
     return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
@@ -164,8 +165,9 @@ class FolderIndex:
 
     def _poll_folders(self, obs: Observation) -> None:
         now = self.wall_clock()
-        for key in list(self.folders):
-            folder = self.folders.get(key)
+        folders = self.folders
+        for key in list(folders):
+            folder = folders.get(key)
             if folder is None:
                 continue  # dropped with a parent during this poll
             try:
@@ -180,7 +182,7 @@ class FolderIndex:
                     raise
                 obs.problems[key.rstrip("/")] = exc.strerror or type(exc).__name__
                 continue
-            stat = _folder_stat(st)
+            stat = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # _folder_stat, inline
             if stat != folder.stat or folder.racy:
                 present: set[str] = set()
                 self._list(key, folder.path, stat, obs, present, now, relist=True)

@@ -8,28 +8,34 @@ written is handed back to its scanner to be read again once it settles.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from stat import S_ISREG
+from typing import BinaryIO
 
 import trio
 
-from ..errors import FileTooLarge, ParseError
+from ..errors import FileTooLarge, NotARegularFile, ParseError
 from ..keep_newest import Copy, rank, winner
 from ..logs import get_logger
 from ..memory_budget import ByteBudget
 from ..observe.status import AgentStatus
 from ..pokergfx import SessionRecord, parse_session, restamp
-from ..records import FileVersion, Stat
+from ..records import FileVersion, Stat, file_stat
 from ..state.ledger import FileLedger
 from .change_queue import ChangeQueue
 from .scanner import WatchedPc
 from .tracker import FileChange, FileTracker, reread
 
 log = get_logger("reader")
+
+ERROR_COPY_MAX_BYTES = 64 * 2**20  # of one quarantined file (the note says where it was cut)
+ERROR_FOLDER_MAX_BYTES = 512 * 2**20  # of every copy together: the oldest go first
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,31 +70,45 @@ def read_change(
     file, so a half-written copy looks like broken JSON for a moment.
     """
     try:
-        before = os.stat(path)
-        stat = _stat(before)
-        settled = change.settled and stat == change.stat
-        if before.st_size > max_file_bytes:
-            if not settled:
-                return Unsettled(stat)
-            limit = f"{before.st_size} bytes is above the limit of {max_file_bytes}"
-            return Unreadable(FileTooLarge(limit), stat)
-        with open(path, "rb") as handle:
+        # O_NOFOLLOW and O_NONBLOCK: a symlink (to /dev/zero, out of the share) is not followed
+        # and a FIFO does not block the worker; only a regular file is read, at most
+        # max_file_bytes + 1 bytes of it
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Vanished()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            link = NotARegularFile("a symbolic link: not followed below a watch path")
+            return Unreadable(link, change.stat)
+        return Unreadable(exc, change.stat)
+    try:
+        with os.fdopen(fd, "rb", closefd=True) as handle:
+            before = os.fstat(handle.fileno())
+            stat = file_stat(before)
+            if not S_ISREG(before.st_mode):
+                return Unreadable(NotARegularFile("not a regular file"), stat)
+            settled = change.settled and stat == change.stat
+            if before.st_size > max_file_bytes:
+                if not settled:
+                    return Unsettled(stat)
+                limit = f"{before.st_size} bytes is above the limit of {max_file_bytes}"
+                return Unreadable(FileTooLarge(limit), stat)
             data = handle.read(max_file_bytes + 1)
-        after = os.stat(path)
+        after = file_stat(os.stat(path, follow_symlinks=False))
     except FileNotFoundError:
         return Vanished()
     except OSError as exc:
         return Unreadable(exc, change.stat)
-    if _stat(after) != stat or len(data) != before.st_size:
-        return Unsettled(_stat(after))
+    if after != stat or len(data) != before.st_size:
+        return Unsettled(after)
     try:
         return parse_session(
             data,
             pc_id=change.pc_id,
             rel_path=change.rel_path,
-            mtime_ns=before.st_mtime_ns,
+            mtime_ns=stat[1],
             max_file_bytes=max_file_bytes,
-            ctime_ns=before.st_ctime_ns,
+            ctime_ns=stat[2],
             inode=before.st_ino,
             version_stamp=version_stamp,
         )
@@ -96,10 +116,6 @@ def read_change(
         return (
             Unreadable(exc, stat, hashlib.sha256(data).hexdigest()) if settled else Unsettled(stat)
         )
-
-
-def _stat(st: os.stat_result) -> Stat:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 @dataclass
@@ -152,6 +168,8 @@ class Reader:
             abandon_on_cancel=True,
         )
         fields = {"pc_id": change.pc_id, "path": change.rel_path}
+        if not isinstance(outcome, Unsettled | Unreadable):
+            self.status.unreadable_files.pop((change.pc_id, change.rel_path), None)
         match outcome:
             case SessionRecord() as record:
                 touched = change.kind == "modified" and (
@@ -198,10 +216,12 @@ class Reader:
                 # not a bad file but a bad read (permissions, I/O): logged once per version,
                 # looked at again when the file changes or the agent restarts
                 log.error("file_unreadable", **fields, error=str(error))
+                self.status.unreadable_files[(change.pc_id, change.rel_path)] = str(error)
                 tracker.give_up(change.rel_path, stat)
                 self.status.activity.add("error", str(error), **fields)
                 self.status.pc_error(change.pc_id, str(error))
             case Unreadable(ParseError() as error, stat, sha256):
+                self.status.unreadable_files.pop((change.pc_id, change.rel_path), None)
                 await self.quarantine(change, error, stat, sha256)
         return None
 
@@ -300,12 +320,57 @@ def copy_to_error_folder(
     target = error_dir / pc_id / rel_path
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        # the same safe open as a read: no symlink, no FIFO; a copy is capped (the error folder
+        # lives on the queue volume, and a 5 GB file must not fill it)
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as src:
+            if not S_ISREG(os.fstat(src.fileno()).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(source))
+            with open(target, "wb") as out:
+                copied = _copy_at_most(src, out, ERROR_COPY_MAX_BYTES)
+            truncated = bool(src.read(1))
         note = target.with_name(target.name + ".reason.txt")
-        note.write_text(f"{reason}: {message}\n", encoding="utf-8")
+        cut = f"\n(copy cut at {copied} bytes)" if truncated else ""
+        note.write_text(f"{reason}: {message}{cut}\n", encoding="utf-8", errors="replace")
+        prune_error_folder(error_dir, ERROR_FOLDER_MAX_BYTES)
     except OSError as exc:
         return f"{exc.strerror or type(exc).__name__}: {exc.filename or error_dir}"
     return target
+
+
+def _copy_at_most(src: BinaryIO, out: BinaryIO, limit: int) -> int:
+    done = 0
+    while done < limit:
+        chunk = src.read(min(1 << 20, limit - done))
+        if not chunk:
+            break
+        out.write(chunk)
+        done += len(chunk)
+    return done
+
+
+def prune_error_folder(error_dir: Path, max_bytes: int) -> list[Path]:
+    """Oldest copies first until the folder holds at most max_bytes; the quarantine records
+    in the queue database stay (`dlq list` still names every file). Returns what it removed."""
+    copies = []
+    for path in error_dir.rglob("*"):
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if S_ISREG(st.st_mode) and not path.name.endswith(".reason.txt"):
+            copies.append((st.st_mtime_ns, st.st_size, path))
+    total = sum(size for _, size, _ in copies)
+    removed = []
+    for _, size, path in sorted(copies):
+        if total <= max_bytes:
+            break
+        for victim in (path, path.with_name(path.name + ".reason.txt")):
+            with contextlib.suppress(OSError):
+                victim.unlink()
+        total -= size
+        removed.append(path)
+    return removed
 
 
 def _copy(record: SessionRecord) -> Copy:

@@ -149,6 +149,10 @@ def resolve_watch_path(base: Path, pc: PcEntry) -> Path:
         target = (base / pc.watch_path).resolve()
     except ValueError as exc:  # an embedded NUL, from a registry edited by hand
         raise RegistryError(f"PC {pc.id!r}: watch_path is not a usable path: {exc}") from None
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a symlink loop
+        raise RegistryError(
+            f"PC {pc.id!r}: watch_path {pc.watch_path!r} is a symbolic link loop"
+        ) from None
     if target != root and root not in target.parents:
         raise RegistryError(
             f"PC {pc.id!r}: watch_path {pc.watch_path!r} leads outside the NAS base"
@@ -165,6 +169,18 @@ def load_registry(base: Path, registry_file: Path, excludes: frozenset[str]) -> 
     except OSError as exc:
         raise RegistryError(f"cannot read {registry_file}: {exc.strerror}") from None
     pcs = parse_registry(data)
-    for pc in pcs:
-        resolve_watch_path(base, pc)
+    refuse_overlaps([(pc, resolve_watch_path(base, pc)) for pc in pcs])
     return Registry(pcs, "file")
+
+
+def refuse_overlaps(roots: list[tuple[PcEntry, Path]]) -> None:
+    """Two PCs watching the same folder, or one inside the other, would store every session of
+    the inner folder twice (under two gfx_pc_ids): the registry is refused, naming both."""
+    for i, (pc, root) in enumerate(roots):
+        for other, other_root in roots[i + 1 :]:
+            if root == other_root or root in other_root.parents or other_root in root.parents:
+                raise RegistryError(
+                    f"PCs {pc.id!r} and {other.id!r}: watch_paths {pc.watch_path!r} and "
+                    f"{other.watch_path!r} overlap (one folder inside, or the same as, the "
+                    "other): give each PC its own folder"
+                )

@@ -19,6 +19,8 @@ ALERT_NAMES = {
     "records_retried": REVIEW,
     "upload_failures": WARN,
     "dead_letters": REVIEW,
+    "quarantined_files": REVIEW,
+    "files_unreadable": REVIEW,
     "watch_path_missing": WARN,
 }
 
@@ -45,6 +47,9 @@ class Figures:
     consecutive_upload_failures: int
     dead_letters: int
     missing_watch_paths: tuple[str, ...] = ()
+    # a quarantined or unreadable file is a session missing from the table: never "healthy"
+    quarantined: int = 0
+    unreadable_files: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,24 @@ def evaluate(f: Figures, t: Thresholds) -> list[Alert]:
                 "dead_letters",
                 REVIEW,
                 f"{f.dead_letters} dead letter(s): see `trio-gfxsync dlq list`",
+            )
+        )
+    if f.quarantined:
+        found.append(
+            Alert(
+                "quarantined_files",
+                REVIEW,
+                f"{f.quarantined} file(s) quarantined, their sessions not in the table: see "
+                "`trio-gfxsync dlq list`",
+            )
+        )
+    if f.unreadable_files:
+        found.append(
+            Alert(
+                "files_unreadable",
+                REVIEW,
+                f"{f.unreadable_files} file(s) could not be read (permissions or I/O): see the "
+                "dashboard or the file_unreadable log lines",
             )
         )
     if f.missing_watch_paths:

@@ -123,6 +123,8 @@ class Monitor:
             consecutive_upload_failures=status.consecutive_upload_failures,
             dead_letters=counts.dead_letters,
             missing_watch_paths=tuple(p for p, pc in status.pcs.items() if pc.missing),
+            quarantined=counts.quarantined,
+            unreadable_files=len(status.unreadable_files),
         )
         self.apply_alerts(evaluate(figures, self.thresholds))
         self.log_health_change()

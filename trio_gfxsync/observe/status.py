@@ -91,6 +91,9 @@ class AgentStatus:
     queue_full: bool = False
     store: StoreHealth | None = None  # for its `problem` (disk full, locked)
     consecutive_upload_failures: int = 0
+    # files the last read could not open or read (permissions, I/O), with the error: they
+    # count in /health until a read of them succeeds or they go away
+    unreadable_files: dict[tuple[str, str], str] = field(default_factory=dict)
     shutting_down: bool = False
     force_exit: bool = False  # a second signal: skip spilling to the queue, just go
     poll_interval: float = 2.0  # for "no complete scan for a while" in /health

@@ -96,12 +96,17 @@ MIGRATIONS += (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 CORRUPT_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
-FULL_ERRORS = frozenset({"SQLITE_FULL", "SQLITE_IOERR"})
-BUSY_ERRORS = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
+# Primary result codes (error_name strips the extended part: SQLITE_IOERR_FSYNC is an IOERR).
+# A disk that is full, failing or turned read-only under the agent passes with time or an
+# operator: the agent waits (backpressure) and says so in /health; it never crashes on it.
+FULL_ERRORS = frozenset({"SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN"})
+BUSY_ERRORS = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PROTOCOL"})
 
 
 def error_name(exc: sqlite3.Error) -> str:
-    return getattr(exc, "sqlite_errorname", "") or ""
+    """The primary result code's name: "SQLITE_BUSY" for SQLITE_BUSY_RECOVERY too."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return "_".join(name.split("_")[:2])
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -28,6 +28,7 @@ import trio
 
 from ..keep_newest import Copy
 from ..logs import get_logger
+from ..names import from_storage, storable
 from ..records import UNKNOWN, Deliverable, FileVersion, Key, Stat
 from .rows import AckedFile, DeadLetter, QueueCounts, QueuedRecord
 from .schema import BUSY_ERRORS, FULL_ERRORS, error_name, open_database
@@ -85,6 +86,12 @@ def _version(
     )
 
 
+# A file name that is not UTF-8 (names.py) is bound as the BLOB of its bytes: SQLite cannot
+# store it as TEXT, and a lossy form would not open the file again. Process-wide on purpose:
+# every str any query binds goes through it (a name reaches the store by many routes).
+sqlite3.register_adapter(str, storable)
+
+
 class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
@@ -98,11 +105,17 @@ class Store:
         self.generation = 0
         self.external_changes = 0  # commits by another connection (`dlq replay`) seen so far
         self.changed_elsewhere = trio.Event()  # set (then replaced) when one is seen
+        # the sessions with an acknowledged copy (keep_newest.py): a reader asks for the other
+        # copies of every file it reads, and at a backfill of 10^5 new files nearly none has
+        # one; answering those from memory keeps the backfill off the database thread. Only
+        # grows (a forgotten copy leaves a key behind: one query too many, never one too few).
+        self._with_copies: set[Key] | None = None
 
     @classmethod
     async def open(cls, path: Path, *, recover: bool = True) -> Store:
         conn, recovered = await anyio.to_thread.run_sync(open_database, path, recover)
         store = cls(conn, path)
+        store._with_copies = await store._run(store._keys_with_copies)
         if recovered:
             store.recovered = recovered
             log.error("queue_db_recreated", path=str(path), reason=recovered, rescan=True)
@@ -124,7 +137,10 @@ class Store:
                 name = error_name(exc)
                 if name not in FULL_ERRORS | BUSY_ERRORS:
                     raise
-                problem = f"queue database {'full' if name in FULL_ERRORS else 'locked'}: {exc}"
+                state = (
+                    "locked" if name in BUSY_ERRORS else "not writable (full, failing or read-only)"
+                )
+                problem = f"queue database {state}: {name}: {exc}"
                 if problem != self.problem:
                     log.error("queue_db_write_blocked", error=problem, path=str(self.path))
                 self.problem = problem
@@ -159,7 +175,7 @@ class Store:
             (pc_id,),
         )
         return {
-            rel: AckedFile(size, mtime, sha, ctime, ino)
+            from_storage(rel): AckedFile(size, mtime, sha, ctime, ino)
             for rel, size, mtime, sha, ctime, ino in rows
         }
 
@@ -172,7 +188,9 @@ class Store:
             " FROM file_state WHERE pc_id = ?",
             (pc_id,),
         )
-        return {rel: (size, mtime, ctime, ino) for rel, size, mtime, ctime, ino in rows}
+        return {
+            from_storage(rel): (size, mtime, ctime, ino) for rel, size, mtime, ctime, ino in rows
+        }
 
     async def acked_stats(self, pc_id: str) -> dict[str, Stat]:
         """What a scanner starts from: the acknowledged stat of each file (no hashes in RAM)."""
@@ -184,10 +202,18 @@ class Store:
             " WHERE pc_id = ? AND session_id = ? AND hand_count IS NOT NULL",
             (pc_id, session_id),
         )
-        return [Copy(rel, hands, mtime) for rel, hands, mtime in rows]
+        return [Copy(from_storage(rel), hands, mtime) for rel, hands, mtime in rows]
+
+    def _keys_with_copies(self) -> set[Key]:
+        rows = self._conn.execute(
+            "SELECT DISTINCT pc_id, session_id FROM file_state WHERE hand_count IS NOT NULL"
+        )
+        return {(pc_id, session_id) for pc_id, session_id in rows}
 
     async def copies(self, pc_id: str, session_id: int) -> list[Copy]:
         """The acknowledged copies of a session, one per file (keep_newest.py)."""
+        if self._with_copies is not None and (pc_id, session_id) not in self._with_copies:
+            return []
         return await self._run(self._copies, pc_id, session_id)
 
     def _sessions_of(self, pc_id: str, rel_paths: list[str]) -> dict[str, int]:
@@ -213,8 +239,16 @@ class Store:
     async def acked_hash(self, pc_id: str, rel_path: str) -> str | None:
         return await self._run(self._acked_hash, pc_id, rel_path)
 
-    @staticmethod
-    def _ack_rows(conn: sqlite3.Connection, versions: Sequence[FileVersion], now: float) -> None:
+    def _ack_rows(
+        self, conn: sqlite3.Connection, versions: Sequence[FileVersion], now: float
+    ) -> None:
+        if self._with_copies is not None:
+            # before the write: a reader that looks while it commits still finds the key
+            self._with_copies.update(
+                (v.pc_id, v.session_id)
+                for v in versions
+                if v.session_id is not None and v.hand_count is not None
+            )
         conn.executemany(
             """
             INSERT INTO file_state (pc_id, rel_path, size, mtime_ns, sha256, acked_at, session_id,
@@ -356,7 +390,7 @@ class Store:
             if found and total + len(row) + 1 > max_bytes:
                 break
             total += len(row) + 1
-            version = _version(pc_id, rel, size, mtime, sha, session_id, hands)
+            version = _version(pc_id, from_storage(rel), size, mtime, sha, session_id, hands)
             found.append(QueuedRecord(version, session_id, hands, row, attempts, stamp))
         return found
 
@@ -541,7 +575,7 @@ class Store:
                 id=r[0],
                 kind=r[1],
                 pc_id=r[2],
-                rel_path=r[3],
+                rel_path=from_storage(r[3]),
                 session_id=r[4],
                 size=r[5],
                 mtime_ns=r[6],
@@ -624,12 +658,16 @@ class Store:
 
     def _sessions_synced(self) -> dict[str, int]:
         # sessions with an acknowledged file, less those still waiting in the offline queue
+        # and those whose acknowledged version is a dead letter (acknowledged, never stored)
         rows = self._conn.execute(
             """
             SELECT f.pc_id, count(DISTINCT f.session_id) FROM file_state f
             WHERE f.session_id IS NOT NULL AND NOT EXISTS (
                 SELECT 1 FROM pending_sync p
                 WHERE p.pc_id = f.pc_id AND p.session_id = f.session_id)
+            AND NOT EXISTS (
+                SELECT 1 FROM dead_letter d
+                WHERE d.pc_id = f.pc_id AND d.rel_path = f.rel_path AND d.sha256 = f.sha256)
             GROUP BY f.pc_id
             """
         )

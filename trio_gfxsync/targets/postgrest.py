@@ -14,9 +14,12 @@ import httpx
 import orjson
 
 from ..errors import UpstreamError
+from ..logs import get_logger
 from ..pokergfx import ROW_COLUMNS
-from ..policy import retry_after_seconds
+from ..policy import capped_retry_after, retry_after_seconds
 from ..settings import Settings
+
+log = get_logger("postgrest")
 
 CONFLICT_KEY = "gfx_pc_id,session_id"
 UPSERT_PARAMS = {"on_conflict": CONFLICT_KEY, "columns": ",".join(ROW_COLUMNS)}
@@ -80,6 +83,7 @@ class PostgrestClient:
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
         key = settings.secret_key
         self._secrets = (key,)
+        self._max_retry_after = settings.max_retry_after
         self._client = httpx.AsyncClient(
             base_url=settings.rest_url,
             headers={**auth_headers(key), "Accept": "application/json"},
@@ -89,6 +93,20 @@ class PostgrestClient:
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
             transport=transport,
         )
+
+    def _error(self, response: httpx.Response) -> UpstreamError:
+        error = error_from_response(response, self._secrets)
+        honoured = capped_retry_after(error.retry_after, self._max_retry_after)
+        if honoured != error.retry_after:
+            log.warning(
+                "retry_after_capped",
+                status=error.status,
+                asked=error.retry_after,
+                honoured=honoured,
+                setting="GFX_SYNC_MAX_RETRY_AFTER",
+            )
+            error.retry_after = honoured
+        return error
 
     async def __aenter__(self) -> PostgrestClient:
         return self
@@ -114,12 +132,12 @@ class PostgrestClient:
         """Upsert a JSON array of gfx_sessions rows; raise UpstreamError unless 2xx."""
         response = await self._post("/gfx_sessions", body, UPSERT_PARAMS, UPSERT_PREFER)
         if not response.is_success:
-            raise error_from_response(response, self._secrets)
+            raise self._error(response)
 
     async def insert_sync_events(self, body: bytes) -> None:
         response = await self._post("/sync_events", body, {}, "return=minimal")
         if not response.is_success:
-            raise error_from_response(response, self._secrets)
+            raise self._error(response)
 
     async def rpc(self, function: str, args: dict[str, object]) -> object:
         """Call a database function through PostgREST (`POST /rpc/<function>`); its JSON answer.
@@ -128,7 +146,7 @@ class PostgrestClient:
         itself only upserts."""
         response = await self._post(f"/rpc/{function}", orjson.dumps(args), {}, "")
         if not response.is_success:
-            raise error_from_response(response, self._secrets)
+            raise self._error(response)
         return orjson.loads(response.content) if response.content else None
 
     async def probe(self) -> None:
@@ -141,7 +159,7 @@ class PostgrestClient:
         except httpx.HTTPError as exc:
             raise transport_error(exc, self._secrets) from None
         if not response.is_success:
-            raise error_from_response(response, self._secrets)
+            raise self._error(response)
 
     async def probe_write(self) -> None:
         """A write that writes nothing, for `check`: an empty upsert still checks the key, the

@@ -13,20 +13,26 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
-import orjson
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .. import names
+from ..logs import get_logger
 from ..observe.metrics import CONTENT_TYPE, render
 from ..observe.status import AgentStatus
 from ..settings import Settings
 from .documents import fingerprint, health_document, status_document
 
+log = get_logger("web")
+
 SSE_HEARTBEAT = 1.0  # a full status at least this often
 SSE_CHECK = 0.25  # how often a change is looked for between heartbeats
+# Dashboards open at once: each costs a connection for as long as it is open. Beyond this a
+# clear 503 (the browser retries), so a tab left open on every PC cannot load the agent.
+MAX_SSE_CLIENTS = 16
 STATIC = {
     "dashboard.js": "application/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
@@ -35,15 +41,36 @@ STATIC = {
 
 def json_response(body: Any, status_code: int = 200) -> Response:
     return Response(
-        orjson.dumps(body),
+        names.dumps(body),
         status_code=status_code,
         media_type="application/json",
         headers={"Cache-Control": "no-store"},
     )
 
 
+class SharedDocument:
+    """One status document per change or heartbeat, shared by every open dashboard: building
+    it is the costly part, and N clients must not build it N times a second."""
+
+    def __init__(self, status: AgentStatus, settings: Settings) -> None:
+        self.status = status
+        self.settings = settings
+        self._mark: tuple[object, ...] | None = None
+        self._at = -1e9
+        self._data = b""
+
+    def document(self, mark: tuple[object, ...], now: float) -> bytes:
+        if mark != self._mark or now - self._at >= SSE_HEARTBEAT / 2:
+            self._data = names.dumps(status_document(self.status, self.settings, now))
+            self._mark, self._at = mark, now
+        return self._data
+
+
 def build_app(status: AgentStatus, settings: Settings, shutdown: trio.Event) -> Starlette:
     token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
+    shared = SharedDocument(status, settings)
+    clients = {"sse": 0}
+    broken: dict[str, str] = {}
 
     def authorised(request: Request) -> bool:
         if token is None:
@@ -58,8 +85,17 @@ def build_app(status: AgentStatus, settings: Settings, shutdown: trio.Event) -> 
         return json_response({"error": "dashboard token required: open /?token=..."}, 401)
 
     async def health(request: Request) -> Response:
-        document, code = health_document(status, trio.current_time())
-        return json_response(document, code)
+        # never a 500: Docker's healthcheck would fail without saying why. A document that
+        # cannot be built is itself the reason (and a bug, logged with its traceback)
+        try:
+            document, code = health_document(status, trio.current_time())
+            return json_response(document, code)
+        except Exception as exc:
+            reason = f"health document failed: {type(exc).__name__}: {exc}"
+            if broken.get("health") != reason:
+                log.error("health_document_failed", exc_info=exc, error=reason)
+                broken["health"] = reason
+            return json_response({"status": "unhealthy", "reasons": [reason]}, 503)
 
     async def metrics(request: Request) -> Response:
         return Response(render(status), media_type=CONTENT_TYPE)
@@ -72,19 +108,26 @@ def build_app(status: AgentStatus, settings: Settings, shutdown: trio.Event) -> 
     async def api_events(request: Request) -> Response:
         if not authorised(request):
             return refuse()
+        if clients["sse"] >= MAX_SSE_CLIENTS:
+            return json_response(
+                {"error": f"too many live dashboards ({MAX_SSE_CLIENTS}); close one"}, 503
+            )
+        clients["sse"] += 1
 
         async def stream() -> AsyncIterator[bytes]:
             last: tuple[object, ...] | None = None
             sent_at = -1e9
-            while not (shutdown.is_set() or status.shutting_down):
-                now = trio.current_time()
-                mark = fingerprint(status)
-                if mark != last or now - sent_at >= SSE_HEARTBEAT:
-                    data = orjson.dumps(status_document(status, settings, now))
-                    yield b"event: status\ndata: " + data + b"\n\n"
-                    last, sent_at = mark, now
-                with trio.move_on_after(SSE_CHECK):
-                    await shutdown.wait()
+            try:
+                while not (shutdown.is_set() or status.shutting_down):
+                    now = trio.current_time()
+                    mark = fingerprint(status)
+                    if mark != last or now - sent_at >= SSE_HEARTBEAT:
+                        yield b"event: status\ndata: " + shared.document(mark, now) + b"\n\n"
+                        last, sent_at = mark, now
+                    with trio.move_on_after(SSE_CHECK):
+                        await shutdown.wait()
+            finally:
+                clients["sse"] -= 1
 
         return StreamingResponse(
             stream(),

@@ -1,0 +1,186 @@
+"""No single file or answer stops the agent, and /health never hides a problem (issue 10).
+
+The agent is a real subprocess against the real PostgREST behind the gateway stand-in; each
+test is one of the failures a user reproduced on an earlier main (a crash loop, a day without
+requests, an outage an idle agent did not see, a quarantined file behind a `healthy`)."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.support import infra
+from tests.support.agent import agent_env, running_agent
+from tests.support.tree import build_nas, make_session, write_session
+from tests.support.waits import wait_for, wait_until_equal
+
+pytestmark = pytest.mark.e2e
+
+YEAR_2300_NS = 10_413_792_000 * 10**9  # beyond SQLite's 64-bit INTEGER in nanoseconds
+
+
+@pytest.fixture
+def env_for(
+    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> Iterator[dict[str, str]]:
+    yield agent_env(
+        nas=tmp_path / "nas",
+        queue=tmp_path / "queue",
+        gateway_url=fresh_gateway.url,
+        key=fresh_gateway.key,
+        poll_interval=0.5,
+        log_level="INFO",
+    )
+
+
+def health(url: str) -> tuple[int, dict]:
+    answer = httpx.get(f"{url}/health", timeout=5)
+    return answer.status_code, answer.json()
+
+
+def stored(dsn: str) -> dict[tuple[str, int], dict]:
+    rows = infra.query(dsn, "select gfx_pc_id, session_id, file_path, file_hash from gfx_sessions")
+    return {(r["gfx_pc_id"], r["session_id"]): r for r in rows}
+
+
+def test_odd_names_and_timestamps_affect_only_their_file(
+    tmp_path: Path, env_for: dict[str, str], clean_db: infra.Database
+) -> None:
+    nas = tmp_path / "nas"
+    sessions = build_nas(nas, pcs=2, sessions_per_pc=3, seed=11)
+    pc = nas / "PC01"
+    (pc / "1021").mkdir(exist_ok=True)
+    raw_pc = os.fsencode(pc)
+    # a day folder and a file whose names are not UTF-8, each holding a valid session
+    odd_dir = raw_pc + b"/10\xff\xfe"
+    os.mkdir(odd_dir)
+    odd_dir_session = make_session(9001, 3, random.Random(1))
+    with open(odd_dir + b"/" + os.fsencode(odd_dir_session.file_name), "wb") as f:
+        f.write(orjson.dumps(odd_dir_session.document()))
+    odd_name_session = make_session(9002, 2, random.Random(2))
+    odd_name = (
+        raw_pc
+        + b"/1021/PGFX_live_data_export GameID="
+        + str(odd_name_session.session_id).encode()
+        + b" \xe9t\xe9.json"
+    )
+    with open(odd_name, "wb") as f:
+        f.write(orjson.dumps(odd_name_session.document()))
+    # a PC with a broken clock (2300) and one at the epoch: both valid sessions
+    future = make_session(9003, 4, random.Random(3))
+    future_path = pc / "1021" / future.file_name
+    write_session(future_path, future)
+    os.utime(future_path, ns=(YEAR_2300_NS, YEAR_2300_NS))
+    epoch = make_session(9004, 1, random.Random(4))
+    epoch_path = pc / "1021" / epoch.file_name
+    write_session(epoch_path, epoch)
+    os.utime(epoch_path, ns=(0, 0))
+    # entries that are not session files at all: each ignored or quarantined, never fatal
+    os.mkfifo(pc / "1021" / "PGFX_live_data_export GameID=1.json")
+    (pc / "1021" / "PGFX_live_data_export GameID=2.json").symlink_to("/dev/zero")
+    (pc / "1021" / "PGFX_live_data_export GameID=3.json").symlink_to(pc / "nowhere")
+    (pc / "1021" / "PGFX_live_data_export GameID=4.json").mkdir()
+    (pc / "1021" / "PGFX_live_data_export GameID=5.json").write_bytes(b"")
+    with socket.socket(socket.AF_UNIX) as sock:
+        short = tmp_path.parent / f"s{os.getpid()}.sock"  # a socket path has 108 bytes at most
+        sock.bind(str(short))
+        short.rename(pc / "1021" / "PGFX_live_data_export GameID=6.json")
+    (pc / "1021" / ("x" * 250 + ".json")).write_bytes(b"{}")
+    (pc / "1021" / "new\nline.json").write_bytes(b"[]")
+
+    expected = {(p.relative_to(nas).parts[0], s.session_id) for p, s in sessions.items()}
+    expected |= {("PC01", s.session_id) for s in (odd_dir_session, odd_name_session, future, epoch)}
+    with running_agent(env_for, tmp_path / "agent.log") as agent:
+        wait_for(lambda: set(stored(clean_db.dsn)) == expected, 60, "every valid session stored")
+        rows = stored(clean_db.dsn)
+        # the row names the file printably: each byte that is not UTF-8 as \xNN
+        assert rows[("PC01", odd_dir_session.session_id)]["file_path"].startswith("10\\xff\\xfe/")
+        assert rows[("PC01", odd_name_session.session_id)]["file_path"].endswith(
+            " \\xe9t\\xe9.json"
+        )
+        # the broken files are quarantined, and health says so (200, never plain healthy)
+        code, document = wait_for(
+            lambda: (h := health(agent.url))[1]["status"] == "degraded" and h,
+            20,
+            "health degraded by the quarantined files",
+        )
+        assert code == 200
+        assert any("quarantined" in reason for reason in document["reasons"]), document
+        # every poll goes on: /api/status still answers, with the odd names printable
+        status = httpx.get(f"{agent.url}/api/status", timeout=5)
+        assert status.status_code == 200
+        assert agent.proc is not None and agent.proc.poll() is None, "the agent is still up"
+        # a rewrite of the odd-named file after all that still reaches the table
+        grown = odd_name_session.document()
+        grown["Hands"] = [*grown["Hands"], dict(grown["Hands"][-1], HandNum=99)]
+        with open(odd_name, "wb") as f:
+            f.write(orjson.dumps(grown))
+        wait_for(
+            lambda: (
+                infra.query(
+                    clean_db.dsn,
+                    "select hand_count from gfx_sessions where session_id = %s",
+                    (odd_name_session.session_id,),
+                )[0]["hand_count"]
+                == len(grown["Hands"])
+            ),
+            20,
+            "the rewrite of the file with the odd name",
+        )
+    # a restart over the same tree: no crash loop, nothing sent again
+    with running_agent(env_for, tmp_path / "agent.log") as agent:
+        scanned = agent.wait_event("pc_scanned", pc_id="PC01")
+        assert scanned["backlog"] == 0
+
+
+def test_a_day_long_retry_after_is_capped(
+    tmp_path: Path, env_for: dict[str, str], clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    nas = tmp_path / "nas"
+    build_nas(nas, pcs=1, sessions_per_pc=4, seed=12)
+    answered = []
+
+    def fault(request: infra.GatewayRequest) -> infra.FaultAnswer | None:
+        if request.method == "POST" and request.path == "/gfx_sessions" and not answered:
+            answered.append(time.monotonic())
+            body = orjson.dumps({"message": "Too Many Requests"})
+            return 429, {"retry-after": "86400", "content-type": "application/json"}, body
+        return None
+
+    fresh_gateway.fault = fault
+    env = {**env_for, "GFX_SYNC_MAX_RETRY_AFTER": "3"}
+    with running_agent(env, tmp_path / "agent.log") as agent:
+        took = wait_until_equal(nas, clean_db.dsn, timeout=30)
+        capped = agent.wait_event("retry_after_capped")
+        assert (capped["asked"], capped["honoured"]) == (86400.0, 3.0)
+        print(f"Retry-After 86400 capped at 3 s: table equal to the NAS after {took:.2f}s")
+    assert len(answered) == 1
+
+
+def test_an_idle_agent_notices_an_outage(
+    tmp_path: Path, env_for: dict[str, str], clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    nas = tmp_path / "nas"
+    build_nas(nas, pcs=1, sessions_per_pc=2, seed=13)
+    env = {**env_for, "GFX_SYNC_UPSTREAM_PROBE_INTERVAL": "2"}
+    with running_agent(env, tmp_path / "agent.log") as agent:
+        wait_until_equal(nas, clean_db.dsn, timeout=30)
+        wait_for(lambda: health(agent.url)[1]["status"] == "healthy", 20, "healthy when idle")
+        fresh_gateway.blackout = True
+        down_at = time.monotonic()
+        wait_for(
+            lambda: health(agent.url)[1]["components"]["supabase"] == "offline",
+            15,
+            "offline in /health",
+        )
+        print(f"idle agent: outage in /health {time.monotonic() - down_at:.2f}s after it began")
+        fresh_gateway.blackout = False
+        wait_for(lambda: health(agent.url)[1]["status"] == "healthy", 30, "healthy again")
