@@ -20,7 +20,7 @@ import pytest
 from tests.support import infra
 from tests.support.agent import agent_env, running_agent
 from tests.support.tree import build_nas, make_session, write_session
-from tests.support.waits import wait_for, wait_until_equal
+from tests.support.waits import queue_figures, wait_for, wait_until_equal
 
 pytestmark = pytest.mark.e2e
 
@@ -184,3 +184,90 @@ def test_an_idle_agent_notices_an_outage(
         print(f"idle agent: outage in /health {time.monotonic() - down_at:.2f}s after it began")
         fresh_gateway.blackout = False
         wait_for(lambda: health(agent.url)[1]["status"] == "healthy", 30, "healthy again")
+
+
+def test_a_captive_portal_200_acknowledges_nothing(
+    tmp_path: Path, env_for: dict[str, str], clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    nas = tmp_path / "nas"
+    build_nas(nas, pcs=1, sessions_per_pc=3, seed=14)
+    portal = {"on": True, "answered": 0}
+    page = b"<html><body>Welcome to the venue Wi-Fi. Accept the terms.</body></html>"
+
+    def fault(request: infra.GatewayRequest) -> infra.FaultAnswer | None:
+        # the upserts only: the probe's read gets through, so the agent believes upstream is
+        # there and sends; what answers its upsert is a page (the probe's case is below)
+        if portal["on"] and request.method == "POST":
+            portal["answered"] += 1
+            return 200, {"content-type": "text/html"}, page
+        return None
+
+    fresh_gateway.fault = fault
+    with running_agent(env_for, tmp_path / "agent.log") as agent:
+        wait_for(lambda: portal["answered"] >= 1, 20, "the agent to meet the portal")
+        code, document = wait_for(
+            lambda: (h := health(agent.url))[1]["status"] != "healthy" and h, 20, "not healthy"
+        )
+        assert code == 503 and any("not PostgREST" in r for r in document["reasons"]), document
+        # nothing was taken for stored: every record is still owed (queued, not acknowledged)
+        assert infra.query(clean_db.dsn, "select count(*) as n from gfx_sessions")[0]["n"] == 0
+        wait_for(lambda: queue_figures(tmp_path / "queue")["pending"] == 3, 20, "3 records owed")
+    portal["on"] = False
+    with running_agent(env_for, tmp_path / "agent.log"):
+        took = wait_until_equal(nas, clean_db.dsn, timeout=30)
+    print(f"captive portal gone: table equal to the NAS {took:.2f}s after the restart")
+
+
+def test_a_captive_portal_answering_the_probe_is_not_upstream(
+    tmp_path: Path, env_for: dict[str, str], fresh_gateway: infra.Gateway
+) -> None:
+    build_nas(tmp_path / "nas", pcs=1, sessions_per_pc=1, seed=16)
+    page = b"<html><body>Sign in to the venue network</body></html>"
+    fresh_gateway.fault = lambda request: (200, {"content-type": "text/html"}, page)
+    with running_agent(env_for, tmp_path / "agent.log") as agent:
+        code, document = wait_for(
+            lambda: (h := health(agent.url))[1]["status"] == "unhealthy" and h, 20, "unhealthy"
+        )
+        assert code == 503 and any("not PostgREST" in r for r in document["reasons"]), document
+
+
+@pytest.mark.parametrize("flicker", ["missing", "not_a_folder"])
+def test_a_scanner_restarted_mid_backfill_forgets_nothing(
+    tmp_path: Path,
+    env_for: dict[str, str],
+    clean_db: infra.Database,
+    fresh_gateway: infra.Gateway,
+    flicker: str,
+) -> None:
+    """Issue 8's reproduction: upstream down and a small queue hold most of a backfill in the
+    scanner's backlog; the PC folder flickers away (an SMB hiccup) and back; once upstream
+    returns, every session reaches the table without a restart."""
+    nas = tmp_path / "nas"
+    build_nas(nas, pcs=1, sessions_per_pc=300, seed=15, max_hands=2)
+    (nas / "config").mkdir()
+    (nas / "config" / "pc_registry.json").write_text(
+        '{"pcs": [{"id": "PC01", "watch_path": "PC01"}]}'
+    )
+    fresh_gateway.blackout = True
+    env = {**env_for, "GFX_SYNC_MAX_QUEUE_SIZE": "20", "GFX_SYNC_BATCH_SIZE": "10"}
+    with running_agent(env, tmp_path / "agent.log") as agent:
+        scanned = agent.wait_event("pc_scanned", pc_id="PC01")
+        assert scanned["backlog"] > 200, scanned  # most of it waits behind the full queue
+        away = nas / "PC01.away"
+        (nas / "PC01").rename(away)
+        if flicker == "not_a_folder":
+            (nas / "PC01").write_bytes(b"")  # a file where the folder was: unreadable
+        agent.wait_event("pc_scan_failed", pc_id="PC01")
+        time.sleep(4)
+        if flicker == "not_a_folder":
+            (nas / "PC01").unlink()
+        away.rename(nas / "PC01")
+
+        def scans() -> int:
+            events = agent.read_events()
+            return sum(e.get("event") == "pc_scanned" and e.get("pc_id") == "PC01" for e in events)
+
+        wait_for(lambda: scans() >= 2, 30, "PC01 scanned again after the flicker")
+        fresh_gateway.blackout = False
+        took = wait_until_equal(nas, clean_db.dsn, timeout=90)
+        print(f"scanner restarted mid-backfill ({flicker}): table equal {took:.2f}s after upstream")

@@ -370,3 +370,27 @@ def test_keyword_overrides_are_validated_too() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(batch_size=0)
     assert info.value.problems[0].startswith("GFX_SYNC_BATCH_SIZE:")
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://127.0.0.1:3000", True),
+        ("http://localhost:54321", True),
+        ("http://[::1]:3000", True),
+        ("http://192.168.1.20:8000", False),
+        ("http://supabase.venue.lan", False),
+        ("https://abc.supabase.co", True),
+    ],
+)
+def test_http_is_refused_unless_loopback_or_allowed(
+    monkeypatch: pytest.MonkeyPatch, url: str, allowed: bool
+) -> None:
+    monkeypatch.setenv("GFX_SYNC_SUPABASE_URL", url)
+    if allowed:
+        assert load_settings().supabase_url == url
+        return
+    error = config_error(monkeypatch, SUPABASE_URL=url)
+    assert any(p.startswith("GFX_SYNC_SUPABASE_URL:") and "in clear" in p for p in error.problems)
+    monkeypatch.setenv("GFX_SYNC_ALLOW_HTTP", "true")
+    assert load_settings().supabase_url == url

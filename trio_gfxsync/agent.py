@@ -9,6 +9,7 @@
             ├── batcher                   <- SessionRecord  (bounded)
             └── intake (cancel scope)
                 ├── reader x READERS      <- FileChange     (bounded)
+                ├── reconciler            the table against the NAS, hourly
                 └── registry watcher
                     └── scanner[PC] x N
 
@@ -33,6 +34,7 @@ from .delivery.sync_events import SyncEventReporter
 from .delivery.uploader import LiveDelivery, QueuedDelivery, Uploader
 from .intake.change_queue import ChangeQueue
 from .intake.reader import Reader
+from .intake.reconciler import Reconciler
 from .intake.registry import discovery_excludes
 from .intake.registry_watcher import RegistryWatcher
 from .intake.scanner import WatchedPc
@@ -256,6 +258,14 @@ class Agent:
             once=self.once,
         )
         reporter = SyncEventReporter(target, gate, status, status.sync_events)
+        reconciler = Reconciler(
+            ledger,
+            target,
+            watched,
+            lambda: gate.state,
+            settings.reconcile_interval,
+            settings.max_file_bytes,
+        )
         with self.shutdown.drain:
             async with trio.open_nursery() as core:
                 await core.start(drainer.run)
@@ -272,6 +282,8 @@ class Agent:
                                 for _ in range(READERS):
                                     intake.start_soon(reader.run, changes, record_send.clone())
                                 await intake.start(watcher.run, changes)
+                                if settings.reconcile_interval > 0 and not self.once:
+                                    await intake.start(reconciler.run)
                                 log.info(
                                     "agent_started",
                                     pcs=sorted(status.pcs),

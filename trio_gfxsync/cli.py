@@ -1,4 +1,4 @@
-"""Command line: `trio-gfxsync run | check | schema | dlq | healthcheck | status | scan | version`.
+"""Command line: `trio-gfxsync run | check | schema | dlq | reconcile | status | scan | ...`.
 
 Exit codes (DESIGN 3.1): 0 done, 1 failure or crash, 2 invalid configuration (a message naming
 the variable, never a traceback; never the value, which may be a key).
@@ -70,6 +70,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     setup_logging("ERROR", settings.log_format)
     return trio.run(run_dlq, settings, args)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from .commands.reconcile import run_reconcile
+
+    settings = _settings_or_exit(target=True)
+    setup_logging("ERROR", settings.log_format)
+    return trio.run(run_reconcile, settings, args)
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
@@ -174,6 +182,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "schema": (cmd_schema, "print the migration SQL (paste it into Supabase's SQL editor)"),
     "hands": (cmd_hands, "re-derive the optional hand tables from gfx_sessions (after installing)"),
     "dlq": (cmd_dlq, "list, show, replay or purge dead letters and quarantined files"),
+    "reconcile": (
+        cmd_reconcile,
+        "compare the table with the NAS; --apply queues what it lacks (never deletes)",
+    ),
     "healthcheck": (cmd_healthcheck, "exit 0 when the local /health answers 200 (Docker runs it)"),
     "status": (cmd_status, "the running agent's live status as a table"),
     "scan": (cmd_scan, "one-shot backfill of every PC folder, with progress, then exit"),
@@ -213,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "rebuild", help="derive every stored session's hands again, in chunks"
             )
             rebuild.add_argument("--pc", help="only this GFX PC's sessions (gfx_pc_id)")
+        if name == "reconcile":
+            command.add_argument(
+                "--apply",
+                action="store_true",
+                help="queue what the table lacks for the agent to send (default: a dry run)",
+            )
+            command.add_argument("--pc", help="only this GFX PC")
         if name == "status":
             command.add_argument("--json", action="store_true", help="the raw /api/status JSON")
         if name == "simulate":

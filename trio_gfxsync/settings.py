@@ -6,6 +6,7 @@ Validation happens once, at start. A bad value becomes a `ConfigError` whose lin
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
     max_retry_after: float = Field(60.0, gt=0, le=3600)
     # an idle agent asks upstream this often (seconds), so an outage shows before it matters
     upstream_probe_interval: float = Field(30.0, gt=0, le=3600)
+    # the table is compared with the NAS's acknowledged winners this often (seconds; 0: never),
+    # and what it lacks is sent again: a row deleted by hand or a restore heals by itself
+    reconcile_interval: float = Field(3600.0, ge=0, le=7 * 86_400)
     health_port: int = Field(8080, ge=0, le=65_535)
     # -- added by the design --
     health_host: str = "0.0.0.0"
@@ -75,6 +79,8 @@ class Settings(BaseSettings):
     # where rows go: Supabase's PostgREST, or an embedded SQLite file (never chosen silently:
     # unset means PostgREST, which then needs the two Supabase settings)
     target: Literal["postgrest", "sqlite"] | None = None
+    # http:// sends the key in clear: allowed for a loopback host, otherwise only when asked
+    allow_http: bool = False
     sqlite_target_path: Path | None = None  # default: target.db beside the queue database
     # -- alert thresholds (DESIGN 3.5, the spec's monitoring table) --
     alert_disk_percent: float = Field(80.0, gt=0, le=100)
@@ -172,6 +178,11 @@ class Settings(BaseSettings):
     def _cross_checks(self) -> Settings:
         if self.linger > self.flush_interval:
             raise ValueError("GFX_SYNC_LINGER must not exceed GFX_SYNC_FLUSH_INTERVAL")
+        if self.supabase_url and not self.allow_http and _clear_text(self.supabase_url):
+            raise ValueError(
+                "GFX_SYNC_SUPABASE_URL: http:// to a host that is not this machine sends the key "
+                "in clear; use https://, or set GFX_SYNC_ALLOW_HTTP=true on a network you trust"
+            )
         if self.sqlite_target_file.resolve() == self.queue_db_path.resolve():
             raise ValueError(
                 "GFX_SYNC_SQLITE_TARGET_PATH: must not be the queue database "
@@ -214,6 +225,19 @@ class Settings(BaseSettings):
     @property
     def upsert_url(self) -> str:
         return f"{self.rest_url}/gfx_sessions"
+
+
+def _clear_text(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name: it may resolve anywhere
 
 
 NO_TARGET = (

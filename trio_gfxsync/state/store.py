@@ -29,6 +29,7 @@ import trio
 from ..keep_newest import Copy
 from ..logs import get_logger
 from ..names import from_storage, storable
+from ..reconciliation import AckedCopy
 from ..records import UNKNOWN, Deliverable, FileVersion, Key, Stat
 from .rows import AckedFile, DeadLetter, QueueCounts, QueuedRecord
 from .schema import BUSY_ERRORS, FULL_ERRORS, error_name, open_database
@@ -215,6 +216,35 @@ class Store:
         if self._with_copies is not None and (pc_id, session_id) not in self._with_copies:
             return []
         return await self._run(self._copies, pc_id, session_id)
+
+    def _acked_copies(self, pc_id: str) -> list[AckedCopy]:
+        rows = self._conn.execute(
+            "SELECT session_id, rel_path, hand_count, size, mtime_ns, coalesce(ctime_ns, -1),"
+            " coalesce(inode, -1), sha256 FROM file_state"
+            " WHERE pc_id = ? AND session_id IS NOT NULL AND hand_count IS NOT NULL",
+            (pc_id,),
+        )
+        return [
+            AckedCopy(session_id, from_storage(rel), hands, (size, mtime, ctime, ino), sha)
+            for session_id, rel, hands, size, mtime, ctime, ino, sha in rows
+        ]
+
+    async def acked_copies(self, pc_id: str) -> list[AckedCopy]:
+        """Every acknowledged file of a PC that holds a session, for reconciliation."""
+        return await self._run(self._acked_copies, pc_id)
+
+    def _waiting_sessions(self, pc_id: str) -> set[int]:
+        rows = self._conn.execute(
+            "SELECT session_id FROM pending_sync WHERE pc_id = ?"
+            " UNION SELECT session_id FROM dead_letter"
+            " WHERE pc_id = ? AND kind = 'refused' AND session_id IS NOT NULL",
+            (pc_id, pc_id),
+        )
+        return {int(session_id) for (session_id,) in rows}
+
+    async def waiting_sessions(self, pc_id: str) -> set[int]:
+        """Sessions of a PC with a record waiting: queued, or refused by the table."""
+        return await self._run(self._waiting_sessions, pc_id)
 
     def _sessions_of(self, pc_id: str, rel_paths: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}

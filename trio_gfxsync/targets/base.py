@@ -27,4 +27,11 @@ class Target(Protocol):
         """A write that writes nothing: checks privileges, columns and the conflict key."""
         ...
 
+    async def stored_hashes(
+        self, pc_id: str, after: int | None, limit: int
+    ) -> list[tuple[int, str | None]]:
+        """(session_id, file_hash) of a PC's rows, by session_id, after `after`: one page of at
+        most `limit` rows (a server may answer fewer: Supabase caps a read at 1,000 rows)."""
+        ...
+
     async def aclose(self) -> None: ...

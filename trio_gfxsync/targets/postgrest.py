@@ -16,7 +16,7 @@ import orjson
 from ..errors import UpstreamError
 from ..logs import get_logger
 from ..pokergfx import ROW_COLUMNS
-from ..policy import capped_retry_after, retry_after_seconds
+from ..policy import Verdict, capped_retry_after, retry_after_seconds
 from ..settings import Settings
 
 log = get_logger("postgrest")
@@ -69,6 +69,23 @@ def error_from_response(response: httpx.Response, secrets: tuple[str, ...] = ())
         code,
         redact(message, secrets)[:500],
         retry_after=retry_after_seconds(response.headers.get("retry-after")),
+    )
+
+
+def not_postgrest(response: httpx.Response) -> None:
+    """A 2xx acknowledges records only when PostgREST gave it: with return=minimal its answer
+    has no body. A page in its place (a captive portal, a login proxy, a misrouted URL) stores
+    nothing, and must not count as stored: the request itself is wrong, so it pauses."""
+    if not response.content.strip():
+        return
+    kind = response.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    raise UpstreamError(
+        response.status_code,
+        None,
+        f"a {response.status_code} answer with a body ({kind}, {len(response.content)} bytes) "
+        "where PostgREST answers with none: not PostgREST (a captive portal or a proxy?); "
+        "check GFX_SYNC_SUPABASE_URL",
+        verdict=Verdict.UNEXPECTED,
     )
 
 
@@ -133,11 +150,13 @@ class PostgrestClient:
         response = await self._post("/gfx_sessions", body, UPSERT_PARAMS, UPSERT_PREFER)
         if not response.is_success:
             raise self._error(response)
+        not_postgrest(response)
 
     async def insert_sync_events(self, body: bytes) -> None:
         response = await self._post("/sync_events", body, {}, "return=minimal")
         if not response.is_success:
             raise self._error(response)
+        not_postgrest(response)
 
     async def rpc(self, function: str, args: dict[str, object]) -> object:
         """Call a database function through PostgREST (`POST /rpc/<function>`); its JSON answer.
@@ -160,6 +179,51 @@ class PostgrestClient:
             raise transport_error(exc, self._secrets) from None
         if not response.is_success:
             raise self._error(response)
+        try:
+            rows = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            rows = None
+        if rows != []:
+            kind = response.headers.get("content-type", "").split(";")[0].strip() or "none"
+            raise UpstreamError(
+                response.status_code,
+                None,
+                f"a read of no rows answered with something else ({kind}): not PostgREST "
+                "(a captive portal or a proxy?); check GFX_SYNC_SUPABASE_URL",
+                verdict=Verdict.UNEXPECTED,
+            )
+
+    async def stored_hashes(
+        self, pc_id: str, after: int | None, limit: int
+    ) -> list[tuple[int, str | None]]:
+        """One page of a PC's rows, keyed by session_id (keyset paging: an offset would skip
+        or repeat rows while the agent writes)."""
+        params = {
+            "select": "session_id,file_hash",
+            "gfx_pc_id": f"eq.{pc_id}",
+            "order": "session_id.asc",
+            "limit": str(limit),
+        }
+        if after is not None:
+            params["session_id"] = f"gt.{after}"
+        try:
+            response = await self._client.get("/gfx_sessions", params=params)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self._secrets) from None
+        if not response.is_success:
+            raise self._error(response)
+        try:
+            rows = orjson.loads(response.content)
+            return [(int(row["session_id"]), row["file_hash"]) for row in rows]
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+            kind = response.headers.get("content-type", "").split(";")[0].strip() or "none"
+            raise UpstreamError(
+                response.status_code,
+                None,
+                f"a read of rows answered with something else ({kind}): not PostgREST "
+                "(a captive portal or a proxy?); check GFX_SYNC_SUPABASE_URL",
+                verdict=Verdict.UNEXPECTED,
+            ) from None
 
     async def probe_write(self) -> None:
         """A write that writes nothing, for `check`: an empty upsert still checks the key, the

@@ -200,6 +200,19 @@ class SqliteTarget:
         await self.probe()
         await self._run(write)
 
+    async def stored_hashes(
+        self, pc_id: str, after: int | None, limit: int
+    ) -> list[tuple[int, str | None]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[int, str | None]]:
+            rows = conn.execute(
+                "SELECT session_id, file_hash FROM gfx_sessions WHERE gfx_pc_id = ?"
+                " AND (? IS NULL OR session_id > ?) ORDER BY session_id LIMIT ?",
+                (pc_id, after, after, limit),
+            )
+            return [(int(session_id), file_hash) for session_id, file_hash in rows]
+
+        return await self._run(read)
+
     async def aclose(self) -> None:
         def close(conn: sqlite3.Connection) -> None:
             conn.close()

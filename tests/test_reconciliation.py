@@ -1,0 +1,96 @@
+"""reconciliation.plan: what the table lacks, as properties over random NAS states and tables."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trio_gfxsync.keep_newest import winner
+from trio_gfxsync.reconciliation import AckedCopy, plan
+
+NOW = 10**18
+PATHS = ("1016/a.json", "1017/a.json", "1021/a.json")
+
+copies_strategy = st.lists(
+    st.builds(
+        lambda session, path, hands, mtime, content: AckedCopy(
+            session, path, hands, (100 + hands, mtime, mtime, 1), f"sha-{content}"
+        ),
+        st.integers(1, 6),
+        st.sampled_from(PATHS),
+        st.integers(0, 5),
+        st.integers(0, 2 * NOW),  # some in the future: clamped to the agent's clock
+        st.integers(0, 3),
+    ),
+    max_size=14,
+).map(lambda cs: list({(c.session_id, c.rel_path): c for c in cs}.values()))  # one per path
+
+
+def winners(copies: list[AckedCopy]) -> dict[int, AckedCopy]:
+    by_session: dict[int, list[AckedCopy]] = {}
+    for c in copies:
+        by_session.setdefault(c.session_id, []).append(c)
+    chosen = {}
+    for session_id, group in by_session.items():
+        best = winner((c.copy for c in group), NOW)
+        chosen[session_id] = next(c for c in group if c.rel_path == best.rel_path)
+    return chosen
+
+
+@given(
+    copies=copies_strategy,
+    table=st.dictionaries(
+        st.integers(0, 8), st.one_of(st.none(), st.sampled_from(["sha-0", "sha-1", "sha-2", "x"]))
+    ),
+    busy=st.sets(st.integers(0, 8)),
+    seed=st.integers(),
+)
+def test_plan_names_exactly_what_the_table_lacks(
+    copies: list[AckedCopy], table: dict[int, str | None], busy: set[int], seed: int
+) -> None:
+    found = plan("PC01", copies, table, busy, NOW)
+    want = winners(copies)
+    named = {r.session_id: r for r in found.resend}
+    for session_id, best in want.items():
+        held = table.get(session_id, "absent")
+        if held == best.sha256:
+            assert session_id not in named, "a row that holds the winner is not sent again"
+        elif session_id in busy:
+            assert session_id not in named, "a session with a waiting record is left to it"
+        else:
+            resend = named[session_id]
+            assert (resend.rel_path, resend.sha256, resend.stat) == (
+                best.rel_path,
+                best.sha256,
+                best.stat,
+            )
+            assert resend.reason == ("different" if session_id in table else "missing")
+    # never anything the NAS does not hold: a row without files is left alone, never deleted
+    assert set(named) <= set(want)
+    assert found.on_nas == len(want) and found.in_table == len(table)
+    assert found.missing + found.different == len(found.resend)
+    # the order the store lists the copies in does not matter
+    shuffled = list(copies)
+    random.Random(seed).shuffle(shuffled)
+    assert plan("PC01", shuffled, table, busy, NOW) == found
+    # sending what it names converges: the next pass finds nothing
+    healed = dict(table) | {r.session_id: r.sha256 for r in found.resend}
+    assert plan("PC01", copies, healed, busy, NOW).resend == ()
+
+
+def test_a_deleted_row_and_a_restored_old_version() -> None:
+    copies = [
+        AckedCopy(7, "1016/s7.json", 6, (10, 5, 5, 1), "early"),
+        AckedCopy(7, "1021/s7.json", 130, (99, 9, 9, 2), "late"),  # the most complete wins
+        AckedCopy(8, "1021/s8.json", 3, (30, 4, 4, 3), "s8"),
+        AckedCopy(9, "1021/s9.json", 3, (30, 4, 4, 4), "s9"),
+    ]
+    # 7 restored to its early copy, 8 deleted by hand, 9 as it should be, 42 without files
+    found = plan("PC01", copies, {7: "early", 9: "s9", 42: "gone"}, set(), NOW)
+    assert [(r.session_id, r.rel_path, r.reason) for r in found.resend] == [
+        (7, "1021/s7.json", "different"),
+        (8, "1021/s8.json", "missing"),
+    ]
+    assert (found.on_nas, found.in_table, found.missing, found.different) == (3, 3, 1, 1)
