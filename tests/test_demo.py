@@ -108,3 +108,20 @@ def test_demo_survives_a_double_ctrl_c(tmp_path: Path) -> None:
     assert code == 0, out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
     assert not listening(port)
+
+
+def test_a_ctrl_c_while_the_demo_exits_is_ignored(tmp_path: Path) -> None:
+    """The second Ctrl-C of an impatient user can land after the demo has stopped, while the
+    interpreter exits: it must not turn exit 0 into death by SIGINT (-2, seen in CI)."""
+    proc, _, _ = start_demo(tmp_path)
+    assert proc.stdout is not None
+    proc.send_signal(signal.SIGINT)
+    lines = []
+    for line in proc.stdout:  # until the demo says it has stopped: the exit path is next
+        lines.append(line)
+        if "demo: stopped" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out

@@ -237,6 +237,7 @@ EXPECTED_PRIVILEGES = [
     ],
     ("has_table_privilege", "service_role", "public.sync_events", "select", True),
     ("has_table_privilege", "service_role", "public.sync_events", "insert", True),
+    ("has_table_privilege", "service_role", "public.sync_events", "delete", True),  # retention
     ("has_sequence_privilege", "service_role", "public.sync_events_id_seq", "usage", True),
     ("has_sequence_privilege", "service_role", "public.sync_events_id_seq", "select", True),
     ("has_table_privilege", "service_role", "public.pc_status", "select", True),

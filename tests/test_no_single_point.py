@@ -20,6 +20,7 @@ import pytest
 from tests.support import infra
 from tests.support.agent import agent_env, running_agent
 from tests.support.tree import build_nas, make_session, write_session
+from tests.support.truth import mismatches
 from tests.support.waits import queue_figures, wait_for, wait_until_equal
 
 pytestmark = pytest.mark.e2e
@@ -184,6 +185,52 @@ def test_an_idle_agent_notices_an_outage(
         print(f"idle agent: outage in /health {time.monotonic() - down_at:.2f}s after it began")
         fresh_gateway.blackout = False
         wait_for(lambda: health(agent.url)[1]["status"] == "healthy", 30, "healthy again")
+
+
+def test_health_is_never_healthy_while_a_session_is_missing(
+    tmp_path: Path, env_for: dict[str, str], clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    """Upstream answers its probe but every upsert hangs: the sessions are neither stored nor
+    failed. Past 2 polls + a flush, /health says they are missing (degraded, with the sync
+    lag); once the upserts get through it is healthy again, and not before the table is."""
+    nas = tmp_path / "nas"
+    build_nas(nas, pcs=1, sessions_per_pc=2, seed=17)
+    hang = {"on": False}
+
+    def fault(request: infra.GatewayRequest) -> infra.FaultAnswer | None:
+        while hang["on"] and request.method == "POST" and request.path == "/gfx_sessions":
+            time.sleep(0.05)  # held until released: the agent's request neither ends nor fails
+        return None
+
+    fresh_gateway.fault = fault
+    env = {**env_for, "GFX_SYNC_FLUSH_INTERVAL": "1", "GFX_SYNC_REQUEST_TIMEOUT": "120"}
+    with running_agent(env, tmp_path / "agent.log") as agent:
+        wait_until_equal(nas, clean_db.dsn, timeout=30)
+        wait_for(lambda: health(agent.url)[1]["status"] == "healthy", 20, "healthy when synced")
+        hang["on"] = True
+        written = time.monotonic()
+        late = make_session(99, 3, random.Random(17))
+        write_session(nas / "PC01" / late.file_name, late)
+        code, document = wait_for(
+            lambda: (h := health(agent.url))[1]["status"] != "healthy" and h, 30, "not healthy"
+        )
+        noticed = time.monotonic() - written
+        assert code == 200 and document["status"] == "degraded", document
+        assert any("not in the table yet" in r or "offline queue" in r for r in document["reasons"])
+        status = httpx.get(f"{agent.url}/api/status", timeout=5).json()
+        (pc,) = status["pcs"]
+        assert pc["files_waiting"] + status["queue"]["pending"] >= 1, status
+        # healthy never shows while the row is missing
+        for _ in range(10):
+            assert health(agent.url)[1]["status"] != "healthy"
+            time.sleep(0.1)
+        hang["on"] = False
+        wait_for(lambda: health(agent.url)[1]["status"] == "healthy", 60, "healthy again")
+        assert mismatches(nas, clean_db.dsn) == []
+        print(
+            f"a missing session showed in /health {noticed:.2f}s after its file was written:",
+            document["reasons"],
+        )
 
 
 def test_a_captive_portal_200_acknowledges_nothing(

@@ -96,7 +96,35 @@ DEGRADED_ROWS = {
         "alert dead_letters: 1 dead letter(s)",
     ),
     "shutting down": (replace(FLOWING, shutting_down=True), "shutting down"),
+    "changes not in the table after 2 polls + a flush": (
+        replace(
+            FLOWING,
+            missing_after=9.0,
+            pcs=(PcHealth("PC05", "running", None, waiting=3, sync_lag=9.6),),
+        ),
+        "PC PC05: 3 change(s) not in the table yet, the oldest waiting 10 s",
+    ),
+    "connected, yet sessions wait in the queue": (
+        replace(FLOWING, missing_after=9.0, pending=4, queued_for=30.2),
+        "4 session(s) in the offline queue, the oldest for 30 s",
+    ),
 }
+
+
+def test_a_live_rewrite_in_flight_is_not_missing_yet() -> None:
+    """Health does not flap on every rewrite: a change waiting less than 2 polls + a flush is
+    on its way, and a queue drained at once after an outage is not a reason either."""
+    waiting = replace(
+        FLOWING,
+        missing_after=9.0,
+        pcs=(PcHealth("PC05", "running", None, waiting=1, sync_lag=8.9),),
+    )
+    assert assess(waiting).status == HEALTHY
+    assert assess(replace(FLOWING, missing_after=9.0, pending=4, queued_for=8.0)).status == HEALTHY
+    # no lag at all when nothing waits, whatever the clock says
+    assert assess(
+        replace(FLOWING, pcs=(PcHealth("PC05", "running", None, waiting=0, sync_lag=99.0),))
+    ).status == (HEALTHY)
 
 
 @pytest.mark.parametrize("row", sorted(DEGRADED_ROWS))
@@ -527,8 +555,13 @@ def test_metrics_page_parses_and_says_what_the_status_holds() -> None:
         status.upload_seconds.observe(seconds)
     status.batch_records.observe(3)
     status.scan_seconds.labels("PC01").observe(0.002)
+    status.pcs["PC01"].scan.waiting = 2
+    status.pcs["PC01"].scan.waiting_since = 100.0
 
-    m = samples(metrics.render(status))
+    m = samples(metrics.render(status, now=112.5))
+    assert m[("gfxsync_files_waiting", (("pc", "PC01"),))] == 2
+    assert m[("gfxsync_sync_lag_seconds", (("pc", "PC01"),))] == 12.5
+    assert m[("gfxsync_sync_lag_seconds", (("pc", "PC 02"),))] == 0
     assert m[("gfxsync_files_seen_total", (("pc", "PC01"),))] == 7
     assert m[("gfxsync_files_seen_total", (("pc", "PC 02"),))] == 2
     assert m[("gfxsync_sessions_upserted_total", (("pc", "PC01"),))] == 5

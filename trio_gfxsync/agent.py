@@ -30,6 +30,7 @@ from .delivery.batcher import Batcher, UploadSlots
 from .delivery.batching import Batch, BatchBuffer
 from .delivery.drainer import Drainer
 from .delivery.gate import UpstreamGate
+from .delivery.retention import SyncEventsRetention
 from .delivery.sync_events import SyncEventReporter
 from .delivery.uploader import LiveDelivery, QueuedDelivery, Uploader
 from .intake.change_queue import ChangeQueue
@@ -122,7 +123,9 @@ class Agent:
     ) -> None:
         self.once = once  # `scan`: one backfill, then a graceful end
         self.settings = settings
-        self.status = AgentStatus(poll_interval=settings.poll_interval)
+        self.status = AgentStatus(
+            poll_interval=settings.poll_interval, flush_interval=settings.flush_interval
+        )
         self.shutdown = Shutdown(settings)
         self._target = target
         self.http_urls: list[str] = []
@@ -271,6 +274,10 @@ class Agent:
                 await core.start(drainer.run)
                 reporter_scope = trio.CancelScope()
                 core.start_soon(_within, reporter_scope, reporter.run)
+                retention_scope = trio.CancelScope()
+                if settings.sync_events_retention_days > 0 and not self.once:
+                    retention = SyncEventsRetention(target, settings.sync_events_retention_days)
+                    core.start_soon(_within, retention_scope, retention.run)
                 async with trio.open_nursery() as pipeline:
                     async with batch_recv:
                         for _ in range(UPLOAD_WORKERS):
@@ -297,4 +304,5 @@ class Agent:
                 # the pipeline has drained (shutdown): the queue is durable, stop the drainer;
                 # sync_events are best-effort and end here
                 reporter_scope.cancel()
+                retention_scope.cancel()
                 drainer.stop()

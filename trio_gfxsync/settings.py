@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # the table is compared with the NAS's acknowledged winners this often (seconds; 0: never),
     # and what it lacks is sent again: a row deleted by hand or a restore heals by itself
     reconcile_interval: float = Field(3600.0, ge=0, le=7 * 86_400)
+    # sync_events rows older than this many days are deleted, once a day (0: kept for ever)
+    sync_events_retention_days: float = Field(30.0, ge=0, le=36_500)
     health_port: int = Field(8080, ge=0, le=65_535)
     # -- added by the design --
     health_host: str = "0.0.0.0"

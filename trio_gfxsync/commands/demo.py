@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -90,7 +91,12 @@ def main(args: argparse.Namespace) -> int:
         print("--pcs: at least 1", file=sys.stderr)
         return 2
     setup_logging("WARNING", "console")
-    # a Ctrl-C after the agent has stopped lands outside its signal handler: the demo is over
+    # a Ctrl-C after the agent has stopped lands outside its signal handler: the demo is over.
+    # Once trio.run has returned, a late one is ignored: it would otherwise interrupt the exit
+    # itself (the process then dies of SIGINT, exit -2, instead of exiting 0)
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(run_demo, args)
+        try:
+            trio.run(run_demo, args)
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0

@@ -147,6 +147,7 @@ class PcScan:
             self.backlog[change.rel_path] = replace(change, live=False)
         self._backlog_added.set()
         self._note(obs)
+        self._note_waiting()
 
     def hot(self) -> list[str]:
         return self.tracker.hot(trio.current_time(), self.index.newest)
@@ -169,7 +170,17 @@ class PcScan:
         if obs.full:
             self._note(obs)
         self.stats.backlog = len(self.backlog)
+        self._note_waiting()
         self._check_done()
+
+    def _note_waiting(self) -> None:
+        """How many changes wait to be acknowledged, and since when (the sync lag)."""
+        stats = self.stats
+        stats.waiting = self.tracker.waiting()
+        if stats.waiting == 0:
+            stats.waiting_since = None
+        elif stats.waiting_since is None:
+            stats.waiting_since = trio.current_time()
 
     async def _gone(self, gone: list[str], *, live: bool) -> None:
         if not gone or self._on_gone is None:
@@ -188,6 +199,7 @@ class PcScan:
         """The backfill lane: one backlog entry at a time, whenever the readers have room."""
         while True:
             if not self.backlog:
+                self.backlog = {}  # a dict never shrinks: drop the table a backfill grew
                 self._check_done()
                 self._backlog_added = trio.Event()
                 await self._backlog_added.wait()

@@ -96,6 +96,8 @@ class FileTracker:
                 self.changed_at[rel] = now
             acked = self.acked.get(rel)
             if acked is not None and same_version(acked, stat):
+                if initial and acked == stat:
+                    self.acked[rel] = stat  # as loaded from the store: share the index's tuple
                 self.needs_settle.discard(rel)
                 continue
             if self.reported.get(rel) == stat:
@@ -148,6 +150,14 @@ class FileTracker:
     # -- outcomes reported back by the reader and the ledger --
 
     def acknowledge(self, rel: str, stat: Stat) -> None:
+        reported = self.reported.get(rel)
+        if reported is not None and same_version(stat, reported):
+            # the report is done: the acknowledged version answers for it from now on, and
+            # the one tuple the index holds serves both (10^5 files, two copies of each stat)
+            del self.reported[rel]
+            if not self.reported:
+                self.reported = {}  # a dict never shrinks: drop the table a backfill grew
+            stat = reported if reported == stat else stat
         self.acked[rel] = stat
         session = self._inflight_session.pop(rel, None)
         if session is not None:
@@ -159,6 +169,12 @@ class FileTracker:
     def note_inflight(self, session_id: int, copy: Copy) -> None:
         self.inflight.setdefault(session_id, {})[copy.rel_path] = copy
         self._inflight_session[copy.rel_path] = session_id
+
+    def waiting(self) -> int:
+        """Changes reported and not acknowledged yet (unreadable ones aside: they have alerts
+        of their own): what the table still lacks from this PC."""
+        blocked = sum(1 for rel in self.blocked if rel in self.reported)
+        return len(self.reported) - blocked
 
     def inflight_copies(self, session_id: int) -> dict[str, Copy]:
         return dict(self.inflight.get(session_id, {}))

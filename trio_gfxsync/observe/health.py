@@ -25,6 +25,8 @@ class PcHealth:
     reason: str | None
     stale_for: float | None = None  # seconds since the last complete poll, when overdue
     unreadable: tuple[str, ...] = ()  # sub-folders the last poll could not read
+    waiting: int = 0  # changes seen, not acknowledged yet
+    sync_lag: float = 0.0  # seconds the oldest of them has waited
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class HealthInputs:
     alerts: tuple[Alert, ...]
     shutting_down: bool = False
     queue_full: bool = False
+    missing_after: float = float("inf")  # seconds after which a waiting change is missing
+    queued_for: float | None = None  # age of the oldest record in the offline queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,11 @@ def assess(h: HealthInputs) -> Health:
         meh.append(f"supabase unreachable: {h.upstream_reason}; {h.pending} sessions queued")
     elif h.upstream == Upstream.RATE_LIMITED:
         meh.append(f"supabase rate limiting: {h.upstream_reason}")
+    elif h.pending and h.queued_for is not None and h.queued_for > h.missing_after:
+        # connected, yet sessions wait in the queue: draining, or refused and retried
+        meh.append(
+            f"{h.pending} session(s) in the offline queue, the oldest for {h.queued_for:.0f} s"
+        )
     if h.store_problem:
         bad.append(h.store_problem)
     if h.queue_full:
@@ -77,6 +86,11 @@ def assess(h: HealthInputs) -> Health:
             # a hung SMB mount: the stat never returns, and no error is ever raised
             meh.append(
                 f"PC {pc.id}: no complete scan for {pc.stale_for:.0f} s (NAS not answering?)"
+            )
+        if pc.waiting and pc.sync_lag > h.missing_after:
+            meh.append(
+                f"PC {pc.id}: {pc.waiting} change(s) not in the table yet, the oldest waiting "
+                f"{pc.sync_lag:.0f} s"
             )
         if pc.unreadable:
             meh.append(f"PC {pc.id}: sub-folder(s) unreadable: {', '.join(pc.unreadable)}")

@@ -34,7 +34,8 @@ def _histogram(
     family.add_metric(labels or [], buckets, histogram.sum)
 
 
-def status_families(s: AgentStatus) -> Iterator[Metric]:
+def status_families(s: AgentStatus, now: float | None = None) -> Iterator[Metric]:
+    """`now`: the trio clock, for the sync lag (0 without one)."""
     seen = CounterMetricFamily("gfxsync_files_seen", "File versions read", labels=["pc"])
     for pc, n in sorted(s.files_seen.items()):
         seen.add_metric([pc], n)
@@ -87,6 +88,19 @@ def status_families(s: AgentStatus) -> Iterator[Metric]:
     for pc_id, pc_status in sorted(s.pcs.items()):
         pcs_up.add_metric([pc_id], 1 if pc_status.state == "running" else 0)
     yield pcs_up
+    waiting = GaugeMetricFamily(
+        "gfxsync_files_waiting", "Changes seen and not acknowledged yet", labels=["pc"]
+    )
+    lag = GaugeMetricFamily(
+        "gfxsync_sync_lag_seconds",
+        "Age of the oldest change not acknowledged yet (0 when caught up)",
+        labels=["pc"],
+    )
+    for pc_id, pc_status in sorted(s.pcs.items()):
+        waiting.add_metric([pc_id], pc_status.scan.waiting)
+        lag.add_metric([pc_id], 0.0 if now is None else pc_status.scan.sync_lag(now))
+    yield waiting
+    yield lag
     alerts = GaugeMetricFamily(
         "gfxsync_alert", "1 while the alert is active", labels=["name", "level"]
     )
@@ -100,15 +114,17 @@ def status_families(s: AgentStatus) -> Iterator[Metric]:
 
 
 class _StatusCollector(Collector):
-    def __init__(self, status: AgentStatus) -> None:
+    def __init__(self, status: AgentStatus, now: float | None) -> None:
         self.status = status
+        self.now = now
 
     def collect(self) -> Iterator[Metric]:
-        return status_families(self.status)
+        return status_families(self.status, self.now)
 
 
-def render(status: AgentStatus) -> bytes:
-    """The whole /metrics page (a registry of our own: no process or GC series of the host)."""
+def render(status: AgentStatus, now: float | None = None) -> bytes:
+    """The whole /metrics page (a registry of our own: no process or GC series of the host).
+    `now`: the trio clock."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatusCollector(status))
+    registry.register(_StatusCollector(status, now))
     return generate_latest(registry)

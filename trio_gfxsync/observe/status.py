@@ -49,6 +49,13 @@ class ScanStats:
     last_scan_at: float | None = None  # trio clock
     observe: Callable[[float], None] | None = None  # e.g. a histogram's observe
     problems: dict[str, str] = field(default_factory=dict)  # unreadable sub-folders
+    # changes seen and not acknowledged yet, and since when there have been some (trio
+    # clock): the sync lag is the age of the oldest of them while the PC never catches up
+    waiting: int = 0
+    waiting_since: float | None = None
+
+    def sync_lag(self, now: float) -> float:
+        return 0.0 if self.waiting_since is None else max(0.0, now - self.waiting_since)
 
 
 @dataclass
@@ -97,6 +104,7 @@ class AgentStatus:
     shutting_down: bool = False
     force_exit: bool = False  # a second signal: skip spilling to the queue, just go
     poll_interval: float = 2.0  # for "no complete scan for a while" in /health
+    flush_interval: float = 5.0  # with poll_interval: when a waiting change counts as missing
     failure: str | None = None  # a core stage died
     alerts: list[Alert] = field(default_factory=list)
     alert_since: dict[str, float] = field(default_factory=dict)
@@ -149,13 +157,27 @@ class AgentStatus:
                     pc.reason,
                     pc.stale_for(self.poll_interval, now),
                     tuple(sorted(pc.scan.problems)),
+                    pc.scan.waiting,
+                    pc.scan.sync_lag(now),
                 )
                 for pc_id, pc in self.pcs.items()
             ),
             alerts=tuple(self.alerts),
             shutting_down=self.shutting_down,
             queue_full=self.queue_full,
+            missing_after=self.missing_after,
+            queued_for=(
+                None
+                if self.queue_counts.oldest_pending_at is None
+                else max(0.0, time.time() - self.queue_counts.oldest_pending_at)
+            ),
         )
+
+    @property
+    def missing_after(self) -> float:
+        """A settled change still unacknowledged this long is a session missing from the table
+        (a live rewrite takes up to a poll to be seen and a flush to be sent)."""
+        return 2 * self.poll_interval + self.flush_interval
 
     def health(self, now: float) -> Health:
         """`now`: the trio clock (trio.current_time())."""

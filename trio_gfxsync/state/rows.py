@@ -64,3 +64,4 @@ class QueueCounts:
     dead_letters: int
     quarantined: int
     files: int
+    oldest_pending_at: float | None = None  # queued_at of the oldest pending record (wall clock)

@@ -110,7 +110,8 @@ class Store:
         # copies of every file it reads, and at a backfill of 10^5 new files nearly none has
         # one; answering those from memory keeps the backfill off the database thread. Only
         # grows (a forgotten copy leaves a key behind: one query too many, never one too few).
-        self._with_copies: set[Key] | None = None
+        # Per PC a set of plain ints: at 10^5 sessions a set of (pc, id) tuples costs twice as much.
+        self._with_copies: dict[str, set[int]] | None = None
 
     @classmethod
     async def open(cls, path: Path, *, recover: bool = True) -> Store:
@@ -205,15 +206,19 @@ class Store:
         )
         return [Copy(from_storage(rel), hands, mtime) for rel, hands, mtime in rows]
 
-    def _keys_with_copies(self) -> set[Key]:
+    def _keys_with_copies(self) -> dict[str, set[int]]:
         rows = self._conn.execute(
             "SELECT DISTINCT pc_id, session_id FROM file_state WHERE hand_count IS NOT NULL"
         )
-        return {(pc_id, session_id) for pc_id, session_id in rows}
+        keys: dict[str, set[int]] = {}
+        for pc_id, session_id in rows:
+            keys.setdefault(pc_id, set()).add(session_id)
+        return keys
 
     async def copies(self, pc_id: str, session_id: int) -> list[Copy]:
         """The acknowledged copies of a session, one per file (keep_newest.py)."""
-        if self._with_copies is not None and (pc_id, session_id) not in self._with_copies:
+        known = self._with_copies
+        if known is not None and session_id not in known.get(pc_id, ()):
             return []
         return await self._run(self._copies, pc_id, session_id)
 
@@ -274,11 +279,9 @@ class Store:
     ) -> None:
         if self._with_copies is not None:
             # before the write: a reader that looks while it commits still finds the key
-            self._with_copies.update(
-                (v.pc_id, v.session_id)
-                for v in versions
-                if v.session_id is not None and v.hand_count is not None
-            )
+            for v in versions:
+                if v.session_id is not None and v.hand_count is not None:
+                    self._with_copies.setdefault(v.pc_id, set()).add(v.session_id)
         conn.executemany(
             """
             INSERT INTO file_state (pc_id, rel_path, size, mtime_ns, sha256, acked_at, session_id,
@@ -718,15 +721,15 @@ class Store:
 
     def _counts(self) -> QueueCounts:
         conn = self._conn
-        pending, pending_bytes = conn.execute(
-            "SELECT count(*), coalesce(sum(nbytes), 0) FROM pending_sync"
+        pending, pending_bytes, oldest = conn.execute(
+            "SELECT count(*), coalesce(sum(nbytes), 0), min(queued_at) FROM pending_sync"
         ).fetchone()
         dead, quarantined = conn.execute(
             "SELECT count(*) FILTER (WHERE kind = 'refused'),"
             " count(*) FILTER (WHERE kind = 'quarantine') FROM dead_letter"
         ).fetchone()
         (files,) = conn.execute("SELECT count(*) FROM file_state").fetchone()
-        return QueueCounts(pending, pending_bytes, dead, quarantined, files)
+        return QueueCounts(pending, pending_bytes, dead, quarantined, files, oldest)
 
     async def counts(self) -> QueueCounts:
         return await self._run(self._counts)

@@ -7,6 +7,7 @@ retries, sleeps or queues on its own: that is the error policy's job, in one pla
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 
@@ -32,6 +33,11 @@ class Target(Protocol):
     ) -> list[tuple[int, str | None]]:
         """(session_id, file_hash) of a PC's rows, by session_id, after `after`: one page of at
         most `limit` rows (a server may answer fewer: Supabase caps a read at 1,000 rows)."""
+        ...
+
+    async def delete_sync_events(self, before: datetime, limit: int) -> int:
+        """Delete at most `limit` sync_events rows created before `before`, oldest first;
+        how many went."""
         ...
 
     async def aclose(self) -> None: ...

@@ -10,6 +10,8 @@ credentials (settings refuse them).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import orjson
 
@@ -224,6 +226,28 @@ class PostgrestClient:
                 "(a captive portal or a proxy?); check GFX_SYNC_SUPABASE_URL",
                 verdict=Verdict.UNEXPECTED,
             ) from None
+
+    async def delete_sync_events(self, before: datetime, limit: int) -> int:
+        """PostgREST's limited DELETE (an explicit order on the key, then `limit`), answering
+        the ids it deleted so that the caller knows when it is done."""
+        params = {
+            "created_at": f"lt.{before.astimezone(UTC).isoformat()}",
+            "order": "id.asc",
+            "limit": str(limit),
+            "select": "id",
+        }
+        headers = {"Prefer": "return=representation"}
+        try:
+            response = await self._client.delete("/sync_events", params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self._secrets) from None
+        if not response.is_success:
+            raise self._error(response)
+        try:
+            rows = orjson.loads(response.content)
+            return len(rows) if isinstance(rows, list) else 0
+        except orjson.JSONDecodeError:
+            return 0
 
     async def probe_write(self) -> None:
         """A write that writes nothing, for `check`: an empty upsert still checks the key, the

@@ -213,6 +213,19 @@ class SqliteTarget:
 
         return await self._run(read)
 
+    async def delete_sync_events(self, before: datetime, limit: int) -> int:
+        cutoff = before.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+        def delete(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM sync_events WHERE id IN (SELECT id FROM sync_events"
+                " WHERE created_at < ? ORDER BY id LIMIT ?)",
+                (cutoff, limit),
+            )
+            return cursor.rowcount
+
+        return await self._run(delete)
+
     async def aclose(self) -> None:
         def close(conn: sqlite3.Connection) -> None:
             conn.close()

@@ -98,7 +98,7 @@ def build_app(status: AgentStatus, settings: Settings, shutdown: trio.Event) -> 
             return json_response({"status": "unhealthy", "reasons": [reason]}, 503)
 
     async def metrics(request: Request) -> Response:
-        return Response(render(status), media_type=CONTENT_TYPE)
+        return Response(render(status, trio.current_time()), media_type=CONTENT_TYPE)
 
     async def api_status(request: Request) -> Response:
         if not authorised(request):

@@ -94,6 +94,8 @@ def status_document(status: AgentStatus, settings: Settings, now: float) -> dict
                 "last_sync": iso(pc.last_sync),
                 "last_error": pc.last_error,
                 "backlog": pc.scan.backlog,
+                "files_waiting": pc.scan.waiting,
+                "sync_lag_seconds": round(pc.scan.sync_lag(now), 1),
                 "polls": pc.scan.polls,
                 "last_scan_seconds": round(pc.scan.last_scan_seconds, 4),
             }
@@ -125,7 +127,10 @@ def fingerprint(status: AgentStatus) -> tuple[object, ...]:
         status.queue_counts,
         status.batch_pending,
         tuple(a.name for a in status.alerts),
-        tuple((k, p.state, p.scan.files, p.scan.backlog) for k, p in status.pcs.items()),
+        tuple(
+            (k, p.state, p.scan.files, p.scan.backlog, p.scan.waiting)
+            for k, p in status.pcs.items()
+        ),
         tuple(sorted(status.sessions_synced.items())),
         status.shutting_down,
     )
