@@ -12,6 +12,7 @@ that changed since is the scanner's to send, and reconciliation never sends olde
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import trio
 
-from ..errors import UpstreamError
+from ..errors import StoreError, UpstreamError
 from ..logs import get_logger
 from ..observe.upstream import Upstream
 from ..pokergfx import SessionRecord
@@ -134,7 +135,12 @@ class Reconciler:
                     self.ledger.store, self.target, pc_id, set(pc.tracker.inflight)
                 )
             except UpstreamError as exc:
-                log.warning("reconcile_failed", pc_id=pc_id, error=exc.message)
+                log.warning("reconcile_failed", pc_id=pc_id, error=exc.summary)
+                return
+            except (sqlite3.Error, StoreError) as exc:
+                # an extra pass, not a stage: a locked or failing queue database ends this
+                # pass (the uploads report it); the next hour tries again
+                log.warning("reconcile_failed", pc_id=pc_id, error=f"{type(exc).__name__}: {exc}")
                 return
             resent = Resent()
             if found.resend:

@@ -61,6 +61,9 @@ class WatchedPc:
     tracker: FileTracker
 
 
+MIN_SWEEP_SLICE = 32  # files stat'ed by the sweep each poll, at least
+
+
 @dataclass
 class ScanTiming:
     poll_interval: float = 2.0
@@ -68,9 +71,12 @@ class ScanTiming:
     full_sweep_interval: float = 600.0
 
     def sweep_slice(self, files: int) -> int:
-        """How many files each poll stats so that all of them are stat'ed once per sweep."""
+        """How many files each poll stats so that all of them are stat'ed once per sweep, and
+        at least MIN_SWEEP_SLICE: a small folder is swept in a few polls (a few microseconds a
+        stat) instead of one file a poll, so a rewrite of a cold file in it is found in seconds;
+        a large one (10,000 files at the defaults asks for 34) follows full_sweep_interval."""
         polls_per_sweep = max(1.0, self.full_sweep_interval / self.poll_interval)
-        return math.ceil(files / polls_per_sweep)
+        return max(math.ceil(files / polls_per_sweep), min(files, MIN_SWEEP_SLICE))
 
 
 @dataclass
