@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.support.waits import wait_for
+from tests.support.waits import read_until, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -37,18 +37,8 @@ def start_demo(tmp: Path) -> tuple[subprocess.Popen[str], str, int]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if match := URL_LINE.search(line):
-            return proc, match.group(1), int(match.group(2))
-    proc.kill()
-    raise AssertionError("demo printed no dashboard URL:\n" + "".join(seen))
+    match = read_until(proc, URL_LINE.pattern, 30)
+    return proc, match.group(1), int(match.group(2))
 
 
 def pcs_in_target(target: Path) -> dict[str, int]:

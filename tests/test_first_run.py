@@ -5,11 +5,9 @@ PostgREST that an agent syncs the real exports into. Real subprocesses, real sig
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -17,26 +15,11 @@ import pytest
 
 from tests.support.agent import agent_env, running_agent
 from tests.support.truth import copy_samples
-from tests.support.waits import wait_for, wait_until_equal
+from tests.support.waits import read_until, wait_for, wait_until_equal
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if match := re.search(pattern, line):
-            return match
-    proc.kill()
-    raise AssertionError(f"no line matching {pattern!r}:\n" + "".join(seen))
 
 
 def newcomer_env() -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -70,3 +72,20 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # ty
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
+    """Read a subprocess's output until a line matches; kill it and say what it printed if
+    none does in time."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if match := re.search(pattern, line):
+            return match
+    proc.kill()
+    raise AssertionError(f"no line matching {pattern!r}:\n" + "".join(seen))

@@ -91,6 +91,18 @@ def not_postgrest(response: httpx.Response) -> None:
     )
 
 
+def not_postgrest_read(response: httpx.Response, what: str) -> UpstreamError:
+    """A read answered with something that is not PostgREST's JSON (a portal's page)."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip() or "none"
+    return UpstreamError(
+        response.status_code,
+        None,
+        f"{what} answered with something else ({kind}): not PostgREST "
+        "(a captive portal or a proxy?); check GFX_SYNC_SUPABASE_URL",
+        verdict=Verdict.UNEXPECTED,
+    )
+
+
 def transport_error(exc: httpx.HTTPError, secrets: tuple[str, ...] = ()) -> UpstreamError:
     text = redact(str(exc), secrets)[:300] or type(exc).__name__
     return UpstreamError(None, None, text, kind=type(exc).__name__)
@@ -147,6 +159,18 @@ class PostgrestClient:
         except httpx.HTTPError as exc:
             raise transport_error(exc, self._secrets) from None
 
+    async def _request(
+        self, method: str, path: str, params: dict[str, str], headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """A read or a delete: its 2xx answer, or UpstreamError (transport or HTTP)."""
+        try:
+            response = await self._client.request(method, path, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self._secrets) from None
+        if not response.is_success:
+            raise self._error(response)
+        return response
+
     async def upsert_sessions(self, body: bytes) -> None:
         """Upsert a JSON array of gfx_sessions rows; raise UpstreamError unless 2xx."""
         response = await self._post("/gfx_sessions", body, UPSERT_PARAMS, UPSERT_PREFER)
@@ -173,27 +197,15 @@ class PostgrestClient:
     async def probe(self) -> None:
         """Is upstream back, and does it take our key? A read of no rows naming every column
         (a missing column answers 400 42703). A GET, so it never counts as an upsert."""
-        try:
-            response = await self._client.get(
-                "/gfx_sessions", params={"select": ",".join(ROW_COLUMNS), "limit": "0"}
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, self._secrets) from None
-        if not response.is_success:
-            raise self._error(response)
+        response = await self._request(
+            "GET", "/gfx_sessions", {"select": ",".join(ROW_COLUMNS), "limit": "0"}
+        )
         try:
             rows = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             rows = None
         if rows != []:
-            kind = response.headers.get("content-type", "").split(";")[0].strip() or "none"
-            raise UpstreamError(
-                response.status_code,
-                None,
-                f"a read of no rows answered with something else ({kind}): not PostgREST "
-                "(a captive portal or a proxy?); check GFX_SYNC_SUPABASE_URL",
-                verdict=Verdict.UNEXPECTED,
-            )
+            raise not_postgrest_read(response, "a read of no rows")
 
     async def stored_hashes(
         self, pc_id: str, after: int | None, limit: int
@@ -208,24 +220,12 @@ class PostgrestClient:
         }
         if after is not None:
             params["session_id"] = f"gt.{after}"
-        try:
-            response = await self._client.get("/gfx_sessions", params=params)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, self._secrets) from None
-        if not response.is_success:
-            raise self._error(response)
+        response = await self._request("GET", "/gfx_sessions", params)
         try:
             rows = orjson.loads(response.content)
             return [(int(row["session_id"]), row["file_hash"]) for row in rows]
         except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
-            kind = response.headers.get("content-type", "").split(";")[0].strip() or "none"
-            raise UpstreamError(
-                response.status_code,
-                None,
-                f"a read of rows answered with something else ({kind}): not PostgREST "
-                "(a captive portal or a proxy?); check GFX_SYNC_SUPABASE_URL",
-                verdict=Verdict.UNEXPECTED,
-            ) from None
+            raise not_postgrest_read(response, "a read of rows") from None
 
     async def delete_sync_events(self, before: datetime, limit: int) -> int:
         """PostgREST's limited DELETE (an explicit order on the key, then `limit`), answering
@@ -236,13 +236,9 @@ class PostgrestClient:
             "limit": str(limit),
             "select": "id",
         }
-        headers = {"Prefer": "return=representation"}
-        try:
-            response = await self._client.delete("/sync_events", params=params, headers=headers)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, self._secrets) from None
-        if not response.is_success:
-            raise self._error(response)
+        response = await self._request(
+            "DELETE", "/sync_events", params, {"Prefer": "return=representation"}
+        )
         try:
             rows = orjson.loads(response.content)
             return len(rows) if isinstance(rows, list) else 0
