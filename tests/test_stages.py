@@ -269,3 +269,53 @@ def test_quarantined_and_unreadable_files_are_review_alerts_that_degrade_health(
         verdict = assess(inputs)
         assert (verdict.status, verdict.http_code) == ("degraded", 200)
         assert any(name in reason for reason in verdict.reasons)
+
+
+async def test_a_walks_backlog_waits_as_the_index_stat_and_goes_out_as_changes(
+    tmp_path: Path,
+) -> None:
+    """What the first walk finds waits in the backlog as the index's own stat tuple (no
+    FileChange per file while 10^5 wait), and still goes out newest first as backfill
+    changes of kind created, each one the version the tracker holds as reported."""
+    from trio_gfxsync.intake.change_queue import ChangeQueue
+    from trio_gfxsync.intake.folder_index import FolderIndex
+    from trio_gfxsync.intake.scanner import PcScan, ScanTiming, compile_pattern
+    from trio_gfxsync.intake.tracker import FileTracker
+
+    for n in range(6):
+        path = tmp_path / "1016" / f"GameID={n}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"{}" * (n + 1))
+        os.utime(path, ns=(n * 10**9, n * 10**9))
+    tracker = FileTracker(pc_id="PC01", acked={})
+    index = FolderIndex(tmp_path, compile_pattern("*.json"), settle_seconds=60)
+    timing = ScanTiming(poll_interval=60, hot_poll_interval=60, full_sweep_interval=600)
+    scan = PcScan(tracker, index, timing)
+    queue = ChangeQueue(live_limit=8, backfill_limit=2)
+    out: list[FileChange] = []
+    with trio.fail_after(10), queue.producer() as producer:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(scan.run, producer))
+            waiting = dict(scan.backlog)
+            assert set(waiting) == set(index.files) and len(waiting) >= 4  # 2 may be queued
+            for rel, entry in waiting.items():
+                assert entry is index.files[rel]  # the one tuple, shared
+            while len(out) < 6:
+                out.append(await queue.get())
+            nursery.cancel_scope.cancel()
+    assert [c.rel_path for c in out] == [f"1016/GameID={n}.json" for n in reversed(range(6))]
+    for change in out:
+        assert change.kind == "created" and not change.live and not change.settled
+        assert change.stat == index.files[change.rel_path] == tracker.reported[change.rel_path]
+    assert not scan.backlog
+
+
+def test_limit_malloc_arenas_applies_on_glibc_and_yields_to_the_operator(monkeypatch) -> None:
+    import platform
+
+    from trio_gfxsync.malloc_arenas import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the operator's setting wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert limit_malloc_arenas() is (platform.libc_ver()[0] == "glibc")

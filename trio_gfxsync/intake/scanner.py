@@ -35,6 +35,7 @@ import trio
 
 from ..logs import get_logger
 from ..observe.status import ScanStats
+from ..records import Stat
 from .change_queue import Producer
 from .folder_index import FolderIndex, Observation
 from .tracker import FileChange, FileTracker, reread
@@ -87,7 +88,10 @@ class PcScan:
     index: FolderIndex
     timing: ScanTiming
     stats: ScanStats = field(default_factory=ScanStats)
-    backlog: dict[str, FileChange] = field(default_factory=dict)  # newest first, not yet sent
+    # newest first, not yet sent. What a walk found unsettled waits as the tracker's reported
+    # stat (the index's own tuple), made a FileChange only when it goes out: at 10^5 files a
+    # backlog of FileChange objects alone holds some 10 MB more than the index already does
+    backlog: dict[str, Stat | FileChange] = field(default_factory=dict)
     walked: bool = False  # the first walk of this run of the agent has been done
     polling: bool = False  # walked and polling: the poller looks at it
     hung: bool = False  # a stat of this folder has not returned: left out until it does
@@ -149,11 +153,24 @@ class PcScan:
         await self._gone(gone, live=False)
         # after a failure too, what the walk finds goes out as backfill: it may be a whole
         # folder that came back, and live changes must not wait behind it
-        for change in newest_first(found):
-            self.backlog[change.rel_path] = replace(change, live=False)
+        self._backfill_entries(newest_first(found), self.backlog)
         self._backlog_added.set()
         self._note(obs)
         self._note_waiting()
+
+    def _backfill_entries(
+        self, found: list[FileChange], into: dict[str, Stat | FileChange]
+    ) -> None:
+        """A walk's changes as backlog entries: one found unsettled waits as the stat the
+        tracker holds as reported (made a FileChange again when it goes out)."""
+        reported = self.tracker.reported
+        for change in found:
+            rel = change.rel_path
+            stat = reported.get(rel)
+            if not change.settled and stat is not None and stat == change.stat:
+                into[rel] = stat
+            else:
+                into[rel] = replace(change, live=False)
 
     def hot(self) -> list[str]:
         return self.tracker.hot(trio.current_time(), self.index.newest)
@@ -210,9 +227,14 @@ class PcScan:
                 self._backlog_added = trio.Event()
                 await self._backlog_added.wait()
                 continue
-            rel, change = next(iter(self.backlog.items()))
+            rel, entry = next(iter(self.backlog.items()))
+            change = (
+                entry
+                if isinstance(entry, FileChange)
+                else self.tracker.change(rel, entry, settled=False, live=False)
+            )
             await changes.put(change, live=False)
-            if self.backlog.get(rel) is change:
+            if self.backlog.get(rel) is entry:
                 del self.backlog[rel]
             self.stats.backlog = len(self.backlog)
 

@@ -89,7 +89,7 @@ class FileTracker:
                 del self.blocked[rel]
                 stat = self.reported.pop(rel, None)
                 if stat is not None and rel not in seen:
-                    changes.append(self._report(rel, stat, settled=True))
+                    changes.append(self.change(rel, stat, settled=True))
         for rel, observed in seen.items():
             stat = observed.stat
             if observed.changed and not initial:
@@ -97,14 +97,16 @@ class FileTracker:
             acked = self.acked.get(rel)
             if acked is not None and same_version(acked, stat):
                 if initial and acked == stat:
-                    self.acked[rel] = stat  # as loaded from the store: share the index's tuple
+                    # as loaded from the store: share the index's path string and tuple
+                    del self.acked[rel]
+                    self.acked[rel] = stat
                 self.needs_settle.discard(rel)
                 continue
             if self.reported.get(rel) == stat:
                 continue  # in flight, or broken and waiting for the file to change
             if rel in self.needs_settle and not observed.settled:
                 continue
-            changes.append(self._report(rel, stat, settled=observed.settled))
+            changes.append(self.change(rel, stat, settled=observed.settled))
         vanished = []
         for rel in gone:
             if self.acked.pop(rel, None) is not None:
@@ -118,7 +120,10 @@ class FileTracker:
             self.changed_at = dict(keep)
         return changes, vanished
 
-    def _report(self, rel: str, stat: Stat, *, settled: bool) -> FileChange:
+    def change(self, rel: str, stat: Stat, *, settled: bool, live: bool = True) -> FileChange:
+        """The change to report for `rel` at `stat` (created unless a version was
+        acknowledged), now marked reported; the scanner's backlog calls it again for a
+        version it kept as a bare stat, which changes nothing but the object."""
         self.needs_settle.discard(rel)
         self.blocked.pop(rel, None)
         self.reported[rel] = stat
@@ -129,6 +134,7 @@ class FileTracker:
             mtime_ns=stat[1],
             kind="created" if rel not in self.acked else "modified",
             settled=settled,
+            live=live,
             ctime_ns=stat[2],
             inode=stat[3],
         )
