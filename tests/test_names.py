@@ -10,7 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_gfxsync import names
-from trio_gfxsync.records import NS_MAX, NS_MIN, clamp_ns
+from trio_gfxsync.records import (
+    NS_MAX,
+    NS_MIN,
+    UNKNOWN,
+    clamp_ns,
+    file_stat,
+    make_stat,
+    stat_fields,
+    stat_mtime_ns,
+)
 
 # what a POSIX file name can be: any bytes but NUL and "/"
 name_bytes = st.binary(min_size=1, max_size=80).map(
@@ -66,3 +75,34 @@ def test_timestamps_are_clamped_into_sqlite_integers(value: int) -> None:
     assert clamped == min(max(value, NS_MIN), NS_MAX)
     conn = sqlite3.connect(":memory:")
     assert conn.execute("SELECT ?", (clamped,)).fetchone() == (clamped,)
+
+
+@given(
+    st.integers(0, NS_MAX),
+    st.integers(NS_MIN, NS_MAX),
+    st.integers(NS_MIN, NS_MAX),
+    st.integers(UNKNOWN, 2**64 - 1),  # an inode may use all 64 unsigned bits
+    st.integers(0, NS_MAX),
+    st.integers(NS_MIN, NS_MAX),
+)
+def test_a_packed_stat_gives_its_fields_back_and_differs_when_any_field_does(
+    size: int, mtime: int, ctime: int, inode: int, other_size: int, other_mtime: int
+) -> None:
+    fields = (size, mtime, ctime, inode)
+    stat = make_stat(*fields)
+    assert stat_fields(stat) == fields and stat_mtime_ns(stat) == mtime
+    for changed in (
+        (other_size, mtime, ctime, inode),
+        (size, other_mtime, ctime, inode),
+        (size, mtime, other_mtime, inode),
+        (size, mtime, ctime, UNKNOWN if inode != UNKNOWN else 0),
+    ):
+        assert (make_stat(*changed) == stat) == (changed == fields)
+
+
+def test_a_stat_from_the_disk_packs_its_clamped_fields(tmp_path) -> None:
+    path = tmp_path / "a.json"
+    path.write_bytes(b"{}")
+    os.utime(path, ns=(0, 2**63 + 5))  # beyond int64: clamped
+    st_ = os.stat(path)
+    assert stat_fields(file_stat(st_)) == (2, NS_MAX, st_.st_ctime_ns, st_.st_ino)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from trio_gfxsync.intake.reader import Unreadable, Unsettled, Vanished, read_change
 from trio_gfxsync.intake.tracker import FileChange
 from trio_gfxsync.pokergfx import SessionRecord
-from trio_gfxsync.records import FileVersion, file_stat
+from trio_gfxsync.records import FileVersion, file_stat, stat_fields
 from trio_gfxsync.simulator.exports import new_session
 from trio_gfxsync.state.store import Store
 
@@ -73,7 +73,7 @@ def test_any_file_reads_to_an_outcome_and_the_store_takes_it(
         except (OverflowError, OSError):
             assume(False)  # a time the filesystem itself refuses: nothing to read
         rel = os.fsdecode(name)
-        stat = file_stat(os.stat(path))
+        stat = stat_fields(file_stat(os.stat(path)))
         change = FileChange(
             "PC01", rel, stat[0], stat[1], "created", True, ctime_ns=stat[2], inode=stat[3]
         )

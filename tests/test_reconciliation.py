@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from trio_gfxsync.keep_newest import winner
 from trio_gfxsync.reconciliation import AckedCopy, plan
+from trio_gfxsync.records import make_stat
 
 NOW = 10**18
 PATHS = ("1016/a.json", "1017/a.json", "1021/a.json")
@@ -16,7 +17,7 @@ PATHS = ("1016/a.json", "1017/a.json", "1021/a.json")
 copies_strategy = st.lists(
     st.builds(
         lambda session, path, hands, mtime, content: AckedCopy(
-            session, path, hands, (100 + hands, mtime, mtime, 1), f"sha-{content}"
+            session, path, hands, make_stat(100 + hands, mtime, mtime, 1), f"sha-{content}"
         ),
         st.integers(1, 6),
         st.sampled_from(PATHS),
@@ -82,10 +83,10 @@ def test_plan_names_exactly_what_the_table_lacks(
 
 def test_a_deleted_row_and_a_restored_old_version() -> None:
     copies = [
-        AckedCopy(7, "1016/s7.json", 6, (10, 5, 5, 1), "early"),
-        AckedCopy(7, "1021/s7.json", 130, (99, 9, 9, 2), "late"),  # the most complete wins
-        AckedCopy(8, "1021/s8.json", 3, (30, 4, 4, 3), "s8"),
-        AckedCopy(9, "1021/s9.json", 3, (30, 4, 4, 4), "s9"),
+        AckedCopy(7, "1016/s7.json", 6, make_stat(10, 5, 5, 1), "early"),
+        AckedCopy(7, "1021/s7.json", 130, make_stat(99, 9, 9, 2), "late"),  # the most complete wins
+        AckedCopy(8, "1021/s8.json", 3, make_stat(30, 4, 4, 3), "s8"),
+        AckedCopy(9, "1021/s9.json", 3, make_stat(30, 4, 4, 4), "s9"),
     ]
     # 7 restored to its early copy, 8 deleted by hand, 9 as it should be, 42 without files
     found = plan("PC01", copies, {7: "early", 9: "s9", 42: "gone"}, set(), NOW)

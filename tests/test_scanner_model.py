@@ -43,6 +43,7 @@ from hypothesis.stateful import (
 from trio_gfxsync.intake.folder_index import RACY_SECONDS, FolderIndex, Observation
 from trio_gfxsync.intake.scanner import compile_pattern
 from trio_gfxsync.intake.tracker import FileTracker
+from trio_gfxsync.records import Stat, make_stat, stat_fields
 
 PATTERN = compile_pattern("*.json")
 SETTLE = 2.0
@@ -51,12 +52,12 @@ names = st.text(alphabet="abcdefgh =0123456789", min_size=1, max_size=8).map(
     lambda s: f"GameID={s.strip() or 'x'}.json"
 )
 folders = st.sampled_from(["", "1016/", "1017/", "1017/late/"])
-Stat = tuple[int, int, int, int]
 
 
 def disk_stat(path: Path) -> Stat:
+    """What the disk says, field by field (the model's own reading), packed as the agent's."""
     st_ = os.stat(path)
-    return (st_.st_size, st_.st_mtime_ns, st_.st_ctime_ns, st_.st_ino)
+    return make_stat(st_.st_size, st_.st_mtime_ns, st_.st_ctime_ns, st_.st_ino)
 
 
 class ScannerMachine(RuleBasedStateMachine):
@@ -141,19 +142,19 @@ class ScannerMachine(RuleBasedStateMachine):
     @rule(rel=files, keep=st.floats(0, 1))
     def truncate(self, rel: str, keep: float) -> None:
         if rel in self.stat:
-            self._write(rel, b"z" * int(self.stat[rel][0] * keep))
+            self._write(rel, b"z" * int(stat_fields(self.stat[rel])[0] * keep))
 
     @rule(rel=files, extra=st.integers(1, 50))
     def partial_write(self, rel: str, extra: int) -> None:
         if rel in self.stat:
-            self._write(rel, b"p" * (self.stat[rel][0] + extra))
+            self._write(rel, b"p" * (stat_fields(self.stat[rel])[0] + extra))
 
     @rule(rel=files)
     def rewrite_keeping_size_and_mtime(self, rel: str) -> None:
         """A copy tool that preserves both: only ctime tells (stat polling by size and mtime
         alone could not see it)."""
         if rel in self.stat:
-            size, mtime = self.stat[rel][0], self.stat[rel][1]
+            size, mtime = stat_fields(self.stat[rel])[:2]
             self._write(rel, b"k" * size, mtime=mtime)
 
     @rule(rel=files)
@@ -163,7 +164,7 @@ class ScannerMachine(RuleBasedStateMachine):
         if rel not in self.stat:
             return
         path = self.root / rel
-        size, mtime = self.stat[rel][0], self.stat[rel][1]
+        size, mtime = stat_fields(self.stat[rel])[:2]
         temp = path.with_name(".tmp-" + path.name)
         temp.write_bytes(b"r" * size)
         os.utime(temp, ns=(mtime, mtime))
@@ -368,3 +369,29 @@ def test_a_folder_listed_within_its_mtime_tick_is_listed_again(tmp_path: Path) -
     wall[0] += RACY_SECONDS + 60  # later polls: the listing is no longer racy
     poll()
     assert not index.folders["1016/"].racy
+
+
+def test_files_deleted_during_a_sweep_round_do_not_slow_it(tmp_path: Path) -> None:
+    """The sweep's slice is counted in stats of live files: a round that began with 9 files, 8
+    of them deleted since, still reaches the one left within two polls (the old round's end,
+    a new round) instead of spending a poll on each deleted entry. Found by the model above."""
+    for n in range(8):
+        (tmp_path / "1016").mkdir(exist_ok=True)
+        (tmp_path / "1016" / f"GameID={n}.json").write_bytes(b"{}")
+    cold = tmp_path / "1017" / "GameID=9.json"
+    cold.parent.mkdir()
+    cold.write_bytes(b"{}")
+    # a clock past RACY_SECONDS: the folders just made would otherwise be listed every poll
+    index = FolderIndex(tmp_path, PATTERN, wall_clock=lambda: time.time() + RACY_SECONDS + 60)
+    index.walk()
+    index.poll(hot=[], sweep_slice=3)  # the round begins
+    for n in range(8):
+        (tmp_path / "1016" / f"GameID={n}.json").unlink()
+    mtime = cold.stat().st_mtime_ns
+    cold.write_bytes(b"[]")  # rewritten in place, size and mtime kept: only ctime tells
+    os.utime(cold, ns=(mtime, mtime))
+    found = []
+    for _ in range(2):
+        obs = index.poll(hot=[], sweep_slice=1)  # one file left: one stat a poll
+        found += [rel for rel, seen in obs.seen.items() if seen.changed]
+    assert found == ["1017/GameID=9.json"]

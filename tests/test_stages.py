@@ -192,6 +192,7 @@ async def test_an_unreadable_sub_folder_is_not_mistaken_for_deleted_files(
     from trio_gfxsync.intake.folder_index import FolderIndex
     from trio_gfxsync.intake.scanner import NasPoller, PcScan, ScanTiming, compile_pattern
     from trio_gfxsync.intake.tracker import FileTracker
+    from trio_gfxsync.records import make_stat
 
     acked = {}
     for day in ("1016", "1017"):
@@ -199,7 +200,7 @@ async def test_an_unreadable_sub_folder_is_not_mistaken_for_deleted_files(
         path.parent.mkdir()
         path.write_bytes(b"{}")
         st = path.stat()
-        acked[f"{day}/{path.name}"] = (2, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        acked[f"{day}/{path.name}"] = make_stat(2, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     tracker = FileTracker(pc_id="PC01", acked=dict(acked))
     forgotten: list[list[str]] = []
 
@@ -310,12 +311,16 @@ async def test_a_walks_backlog_waits_as_the_index_stat_and_goes_out_as_changes(
     assert not scan.backlog
 
 
-def test_limit_malloc_arenas_applies_on_glibc_and_yields_to_the_operator(monkeypatch) -> None:
+def test_malloc_tuning_applies_on_glibc_and_yields_to_the_operator(monkeypatch) -> None:
     import platform
 
-    from trio_gfxsync.malloc_arenas import limit_malloc_arenas
+    from trio_gfxsync.malloc_tuning import SETTINGS, tune_malloc
 
+    variables = [variable for _, variable, _ in SETTINGS]
+    on_glibc = platform.libc_ver()[0] == "glibc"
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert limit_malloc_arenas() is False  # the operator's setting wins
+    applied = tune_malloc()
+    assert "MALLOC_ARENA_MAX" not in applied  # the operator's setting wins
+    assert applied == (variables[1:] if on_glibc else [])
     monkeypatch.delenv("MALLOC_ARENA_MAX")
-    assert limit_malloc_arenas() is (platform.libc_ver()[0] == "glibc")
+    assert tune_malloc() == (variables if on_glibc else [])

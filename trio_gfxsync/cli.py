@@ -15,7 +15,7 @@ import trio
 from . import __version__, names
 from .errors import ConfigError
 from .logs import get_logger, register_secret, setup_logging
-from .malloc_arenas import limit_malloc_arenas
+from .malloc_tuning import tune_malloc
 from .settings import Settings, check_folders, load_settings, require_target
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings_or_exit(target=True, folders=True)
     setup_logging(settings.log_level, settings.log_format)
-    limit_malloc_arenas()  # before trio starts any thread: see malloc_arenas.py
+    tune_malloc()  # before trio starts any thread: see malloc_tuning.py
     try:
         trio.run(Agent(settings).run)
     except BaseException as exc:  # a core stage crashed: exit 1 and let Docker restart us

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .keep_newest import Copy, winner
-from .records import Stat
+from .records import Stat, stat_mtime_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,7 @@ class AckedCopy:
 
     @property
     def copy(self) -> Copy:
-        return Copy(self.rel_path, self.hand_count, self.stat[1])
+        return Copy(self.rel_path, self.hand_count, stat_mtime_ns(self.stat))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from ..logs import get_logger
 from ..memory_budget import ByteBudget
 from ..observe.status import AgentStatus
 from ..pokergfx import SessionRecord, parse_session, restamp
-from ..records import FileVersion, Stat, file_stat
+from ..records import FileVersion, Stat, file_stat, stat_fields
 from ..state.ledger import FileLedger
 from .change_queue import ChangeQueue
 from .scanner import WatchedPc
@@ -101,14 +101,15 @@ def read_change(
         return Unreadable(exc, change.stat)
     if after != stat or len(data) != before.st_size:
         return Unsettled(after)
+    _, mtime_ns, ctime_ns, _ = stat_fields(stat)  # as clamped for the store
     try:
         return parse_session(
             data,
             pc_id=change.pc_id,
             rel_path=change.rel_path,
-            mtime_ns=stat[1],
+            mtime_ns=mtime_ns,
             max_file_bytes=max_file_bytes,
-            ctime_ns=stat[2],
+            ctime_ns=ctime_ns,
             inode=before.st_ino,
             version_stamp=version_stamp,
         )
@@ -271,8 +272,9 @@ class Reader:
     ) -> None:
         """A settled file that cannot become a record: recorded with its reason, logged once,
         copied to the error folder if that is writable, read again when the file changes."""
+        size, mtime_ns, ctime_ns, inode = stat_fields(stat)
         version = FileVersion(
-            change.pc_id, change.rel_path, stat[0], stat[1], sha256, ctime_ns=stat[2], inode=stat[3]
+            change.pc_id, change.rel_path, size, mtime_ns, sha256, ctime_ns=ctime_ns, inode=inode
         )
         await self.ledger.quarantine(version, error.reason, error.message)
         pc = self.watched.get(change.pc_id)
@@ -304,7 +306,7 @@ class Reader:
             path=change.rel_path,
             reason=error.reason,
             error=error.message,
-            size=stat[0],
+            size=size,
             copied_to=str(copied) if isinstance(copied, Path) else None,
             copy_error=copied if isinstance(copied, str) else None,
         )

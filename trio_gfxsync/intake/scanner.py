@@ -89,7 +89,7 @@ class PcScan:
     timing: ScanTiming
     stats: ScanStats = field(default_factory=ScanStats)
     # newest first, not yet sent. What a walk found unsettled waits as the tracker's reported
-    # stat (the index's own tuple), made a FileChange only when it goes out: at 10^5 files a
+    # stat (the index's own object), made a FileChange only when it goes out: at 10^5 files a
     # backlog of FileChange objects alone holds some 10 MB more than the index already does
     backlog: dict[str, Stat | FileChange] = field(default_factory=dict)
     walked: bool = False  # the first walk of this run of the agent has been done

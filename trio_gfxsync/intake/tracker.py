@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..keep_newest import Copy
-from ..records import UNKNOWN, Stat
+from ..records import UNKNOWN, Stat, make_stat, stat_fields
 from .folder_index import Seen
 
 BLOCKED_RETRY_POLLS = 30  # an unreadable file is read again after this many polls (~1 min)
@@ -27,11 +27,15 @@ HOT_NEWEST = 3  # the PC's newest files stay hot whatever their age
 
 def same_version(acked: Stat, stat: Stat) -> bool:
     """Acknowledged `acked` describes the file now at `stat` (unknown fields match anything)."""
+    if acked == stat:
+        return True  # the common case, without unpacking
+    size, mtime_ns, ctime_ns, inode = stat_fields(acked)
+    now = stat_fields(stat)
     return (
-        acked[0] == stat[0]
-        and acked[1] == stat[1]
-        and acked[2] in (UNKNOWN, stat[2])
-        and acked[3] in (UNKNOWN, stat[3])
+        size == now[0]
+        and mtime_ns == now[1]
+        and ctime_ns in (UNKNOWN, now[2])
+        and inode in (UNKNOWN, now[3])
     )
 
 
@@ -49,7 +53,7 @@ class FileChange:
 
     @property
     def stat(self) -> Stat:
-        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
+        return make_stat(self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 @dataclass
@@ -97,7 +101,7 @@ class FileTracker:
             acked = self.acked.get(rel)
             if acked is not None and same_version(acked, stat):
                 if initial and acked == stat:
-                    # as loaded from the store: share the index's path string and tuple
+                    # as loaded from the store: share the index's path string and stat
                     del self.acked[rel]
                     self.acked[rel] = stat
                 self.needs_settle.discard(rel)
@@ -127,16 +131,17 @@ class FileTracker:
         self.needs_settle.discard(rel)
         self.blocked.pop(rel, None)
         self.reported[rel] = stat
+        size, mtime_ns, ctime_ns, inode = stat_fields(stat)
         return FileChange(
             pc_id=self.pc_id,
             rel_path=rel,
-            size=stat[0],
-            mtime_ns=stat[1],
+            size=size,
+            mtime_ns=mtime_ns,
             kind="created" if rel not in self.acked else "modified",
             settled=settled,
             live=live,
-            ctime_ns=stat[2],
-            inode=stat[3],
+            ctime_ns=ctime_ns,
+            inode=inode,
         )
 
     def hot(self, now: float, newest: Iterable[str]) -> list[str]:
@@ -159,7 +164,7 @@ class FileTracker:
         reported = self.reported.get(rel)
         if reported is not None and same_version(stat, reported):
             # the report is done: the acknowledged version answers for it from now on, and
-            # the one tuple the index holds serves both (10^5 files, two copies of each stat)
+            # the one stat the index holds serves both (10^5 files, two copies of each)
             del self.reported[rel]
             if not self.reported:
                 self.reported = {}  # a dict never shrinks: drop the table a backfill grew
@@ -231,14 +236,15 @@ class FileTracker:
 
 def reread(pc_id: str, rel_path: str, stat: Stat, *, live: bool = True) -> FileChange:
     """A file to read and send again though it has not changed (the copy it beat is gone)."""
+    size, mtime_ns, ctime_ns, inode = stat_fields(stat)
     return FileChange(
         pc_id=pc_id,
         rel_path=rel_path,
-        size=stat[0],
-        mtime_ns=stat[1],
+        size=size,
+        mtime_ns=mtime_ns,
         kind="reread",
         settled=True,
         live=live,
-        ctime_ns=stat[2],
-        inode=stat[3],
+        ctime_ns=ctime_ns,
+        inode=inode,
     )

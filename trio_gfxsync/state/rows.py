@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..records import UNKNOWN, FileVersion, Key, Stat
+from ..records import UNKNOWN, FileVersion, Key, Stat, make_stat
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +17,7 @@ class AckedFile:
 
     @property
     def stat(self) -> Stat:
-        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
+        return make_stat(self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 @dataclass(frozen=True, slots=True)

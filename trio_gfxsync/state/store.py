@@ -30,7 +30,7 @@ from ..keep_newest import Copy
 from ..logs import get_logger
 from ..names import from_storage, storable
 from ..reconciliation import AckedCopy
-from ..records import UNKNOWN, Deliverable, FileVersion, Key, Stat
+from ..records import UNKNOWN, Deliverable, FileVersion, Key, Stat, make_stat
 from .rows import AckedFile, DeadLetter, QueueCounts, QueuedRecord
 from .schema import BUSY_ERRORS, FULL_ERRORS, error_name, open_database
 
@@ -191,7 +191,8 @@ class Store:
             (pc_id,),
         )
         return {
-            from_storage(rel): (size, mtime, ctime, ino) for rel, size, mtime, ctime, ino in rows
+            from_storage(rel): make_stat(size, mtime, ctime, ino)
+            for rel, size, mtime, ctime, ino in rows
         }
 
     async def acked_stats(self, pc_id: str) -> dict[str, Stat]:
@@ -230,7 +231,7 @@ class Store:
             (pc_id,),
         )
         return [
-            AckedCopy(session_id, from_storage(rel), hands, (size, mtime, ctime, ino), sha)
+            AckedCopy(session_id, from_storage(rel), hands, make_stat(size, mtime, ctime, ino), sha)
             for session_id, rel, hands, size, mtime, ctime, ino, sha in rows
         ]
 
