@@ -167,7 +167,11 @@ def test_two_agents_on_one_nas_each_carries_on_when_the_other_is_killed(
     fresh_gateway: infra.Gateway,
     postgrest: infra.PostgrestServer,
 ) -> None:
-    """An HA pair: each agent behind its own gateway (to count each one's upserts)."""
+    """An HA pair: each agent behind its own gateway (to count each one's upserts).
+
+    Each agent is killed while it holds work nobody else has stored: its gateway answers 500
+    until the agent has rows waiting in its offline queue, then SIGKILL. The other agent must
+    carry every change on alone, and the killed one, restarted, must not lose what it held."""
     rng = random.Random(SEED + 1)
     nas = tmp_path / "nas"
     sessions = build_nas(nas, pcs=4, sessions_per_pc=40, seed=SEED + 1, max_hands=4)
@@ -191,10 +195,21 @@ def test_two_agents_on_one_nas_each_carries_on_when_the_other_is_killed(
                 grow(path, sessions[path], rng)
             time.sleep(0.3)
 
-    def kill(agent: AgentProcess) -> None:
+    def kill_holding_work(name: str, agent: AgentProcess) -> None:
+        """SIGKILL an agent while rows it read wait, unsent, in its own offline queue."""
+        failing = SlowUpserts()
+        failing.failing = True  # its upstream looks down: what it reads is queued, not stored
+        gateways[name].fault = failing
+        deadline = time.monotonic() + 60
+        while queue_figures(tmp_path / f"queue-{name}")["pending"] == 0:
+            assert time.monotonic() < deadline, f"agent {name} never queued work to hold"
+            play(0.6)
         assert agent.proc is not None
         agent.proc.send_signal(signal.SIGKILL)
         agent.wait_exit(10)
+        assert failing.arrived >= 1, f"agent {name} never tried to upload before the kill"
+        assert queue_figures(tmp_path / f"queue-{name}")["pending"] > 0
+        gateways[name].fault = None
 
     try:
         a = AgentProcess(env_for("a"), tmp_path / "agent-a.log").start()
@@ -205,7 +220,7 @@ def test_two_agents_on_one_nas_each_carries_on_when_the_other_is_killed(
             print(f"two agents: table equal to the NAS {took:.2f}s after the last write")
             assert upserts_stored(gateways["a"]) >= 1 and upserts_stored(gateways["b"]) >= 1
 
-            kill(a)  # B alone must take every change from here
+            kill_holding_work("a", a)  # B alone must take every change from here
             before = upserts_stored(gateways["b"])
             play(3)
             took = wait_until_equal(nas, clean_db.dsn, timeout=60)
@@ -214,13 +229,23 @@ def test_two_agents_on_one_nas_each_carries_on_when_the_other_is_killed(
 
             a = AgentProcess(env_for("a"), tmp_path / "agent-a.log").start()
             a.wait_event("agent_started")
-            kill(b)  # and now A alone
+            kill_holding_work("b", b)  # and now A alone
             before = upserts_stored(gateways["a"])
             play(3)
             took = wait_until_equal(nas, clean_db.dsn, timeout=60)
             print(f"B killed: A alone equal to the NAS {took:.2f}s after the last write")
             assert upserts_stored(gateways["a"]) > before
+            # what A held when it was killed has left its queue (the table kept the newer rows)
+            wait_for(lambda: queue_figures(tmp_path / "queue-a")["pending"] == 0, 60, "A's queue")
+
+            b = AgentProcess(env_for("b"), tmp_path / "agent-b.log").start()
+            wait_for(lambda: queue_figures(tmp_path / "queue-b")["pending"] == 0, 60, "B's queue")
+            wait_until_equal(nas, clean_db.dsn, timeout=60)
+            b.stop_cleanly()
             a.stop_cleanly()
+            for name in gateways:  # drained into the table, not into the dead-letter queue
+                figures = queue_figures(tmp_path / f"queue-{name}")
+                assert (figures["refused"], figures["quarantined"]) == (0, 0), (name, figures)
         finally:
             a.kill()
             b.kill()
