@@ -3,8 +3,9 @@ PostgREST of its own), checked on the database, the gateway's request records an
 file, never on the agent's own counters alone.
 
 Schema mismatch and split answers from upstream, an unreadable file, NAS system folders, a full
-offline queue, a corrupt queue database at start, PostgREST down behind the gateway, a deleted
-source file; and `Store.recent_dead_letters`, which feeds the dashboard's list.
+offline queue, a PC folder hanging like a stale SMB mount, a corrupt queue database at start,
+PostgREST down behind the gateway, a deleted source file; and `Store.recent_dead_letters`,
+which feeds the dashboard's list.
 """
 
 from __future__ import annotations
@@ -410,6 +411,66 @@ def test_a_full_offline_queue_is_unhealthy_and_everything_drains_after_the_black
         code, _ = wait_health(agent, "healthy", 20)
         assert code == 200
     assert queue_figures(queue)["refused"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# a PC folder that hangs (a stale SMB mount)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_pc_folder_hanging_like_a_stale_mount_degrades_health_naming_it_and_the_rest_go_on(
+    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    """A stale SMB mount raises nothing: its stats never return. The heartbeat must leave that
+    PC out, /health must name it (degraded, 200: the others still sync), and once the mount
+    answers again its changes must arrive and /health go back to healthy."""
+    rng = random.Random(22)
+    nas = tmp_path / "nas"
+    build_nas(nas, pcs=2, sessions_per_pc=4, seed=22)
+    flag = tmp_path / "mount-is-stale"
+    env = agent_env(
+        nas=nas, queue=tmp_path / "queue", gateway_url=fresh_gateway.url, key=fresh_gateway.key
+    )
+    env.update(
+        GFX_TEST_STALE_FOLDER=str(nas / "PC02"),
+        GFX_TEST_STALE_FLAG=str(flag),
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+    )
+    command = (sys.executable, "-m", "tests.support.stale_mount")
+    with running_agent(env, tmp_path / "agent.log", command=command) as agent:
+        wait_until_equal(nas, clean_db.dsn, timeout=30)
+        wait_health(agent, "healthy", 20)
+
+        flag.touch()  # PC02's mount stops answering
+        new = {}
+        for n, pc in enumerate(("PC01", "PC02")):
+            session = make_session(500 + n, 2, rng)
+            path = nas / pc / "1020" / session.file_name
+            write_session(path, session)
+            new[pc] = session
+        agent.wait_event("pc_scan_hung", timeout=40, pc_id="PC02")
+
+        def only_pc02_named() -> bool:
+            # until the heartbeat gives up on the stuck thread (tick_deadline) PC01 waits too
+            code, doc = health(agent)
+            named = {pc for pc in ("PC01", "PC02") if any(pc in r for r in doc["reasons"])}
+            return (code, doc["status"], named) == (200, "degraded", {"PC02"}) and any(
+                r.startswith("PC PC02: no complete scan") for r in doc["reasons"]
+            )
+
+        wait_for(only_pc02_named, 40, "/health degraded, naming PC02 only", interval=0.2)
+        # PC01 goes on while PC02 hangs: its new session reaches the table, its polls go on
+        wait_for(lambda: ("PC01", new["PC01"].session_id) in table_rows(clean_db.dsn), 30, "PC01")
+        polls, _ = pc_figures(agent, "PC01")
+        wait_for(lambda: pc_figures(agent, "PC01")[0] >= polls + 2, 20, "PC01 polls")
+        code, doc = health(agent)
+        assert (code, doc["status"]) == (200, "degraded"), doc  # PC02 is still hung
+
+        flag.unlink()  # the mount answers again
+        wait_until_equal(nas, clean_db.dsn, timeout=60)
+        code, _ = wait_health(agent, "healthy", 30)
+        assert code == 200
+    assert queue_figures(tmp_path / "queue")["refused"] == 0
 
 
 def test_a_corrupt_queue_database_is_moved_aside_at_start_and_a_rescan_resends_everything(
