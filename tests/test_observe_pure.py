@@ -308,6 +308,13 @@ def test_a_hung_scan_makes_the_agent_degraded_with_the_pc_named() -> None:
     assert health.reasons == ("PC PC01: no complete scan for 50 s (NAS not answering?)",)
 
 
+def test_a_hung_scan_does_not_claim_changes_missing_from_its_last_poll_figures() -> None:
+    """The waiting count is the last poll's: changes acknowledged since are not subtracted."""
+    hung = PcHealth("PC02", "running", None, stale_for=30.0, waiting=4, sync_lag=30.0)
+    health = assess(replace(FLOWING, pcs=(hung,)))
+    assert health.reasons == ("PC PC02: no complete scan for 30 s (NAS not answering?)",)
+
+
 # ---------------------------------------------------------------------------------------------
 # activity.Activity: bounded events, sessions per minute over an hour
 # ---------------------------------------------------------------------------------------------

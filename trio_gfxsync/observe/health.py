@@ -87,7 +87,9 @@ def assess(h: HealthInputs) -> Health:
             meh.append(
                 f"PC {pc.id}: no complete scan for {pc.stale_for:.0f} s (NAS not answering?)"
             )
-        if pc.waiting and pc.sync_lag > h.missing_after:
+        # a hung scan's figures are those of its last poll: its acknowledgements since are not
+        # counted, so "not in the table" would be a guess (the stale scan is the reason shown)
+        if pc.stale_for is None and pc.waiting and pc.sync_lag > h.missing_after:
             meh.append(
                 f"PC {pc.id}: {pc.waiting} change(s) not in the table yet, the oldest waiting "
                 f"{pc.sync_lag:.0f} s"
