@@ -395,3 +395,27 @@ def test_files_deleted_during_a_sweep_round_do_not_slow_it(tmp_path: Path) -> No
         obs = index.poll(hot=[], sweep_slice=1)  # one file left: one stat a poll
         found += [rel for rel, seen in obs.seen.items() if seen.changed]
     assert found == ["1017/GameID=9.json"]
+
+
+def test_a_pc_folder_replaced_between_polls_is_read_afresh_and_no_descriptor_is_kept(
+    tmp_path: Path,
+) -> None:
+    """A poll stats the folders through a descriptor of the root opened for that poll: a root
+    renamed away and made again (an SMB share remounted, a folder restored from backup) is
+    read as it is now, not through the old one, and no poll leaves a descriptor open."""
+    root = tmp_path / "PC01"
+    (root / "1016").mkdir(parents=True)
+    (root / "1016" / "GameID=1.json").write_bytes(b"{}")
+    index = FolderIndex(root, PATTERN, wall_clock=lambda: time.time() + RACY_SECONDS + 60)
+    index.walk()
+    assert not index.poll(hot=[], sweep_slice=10).changed
+    root.rename(tmp_path / "PC01-away")
+    (root / "1016").mkdir(parents=True)
+    (root / "1016" / "GameID=2.json").write_bytes(b"{}")
+    obs = index.poll(hot=["1016/GameID=1.json"], sweep_slice=10)
+    assert obs.gone == {"1016/GameID=1.json"}
+    assert [rel for rel, seen in obs.seen.items() if seen.changed] == ["1016/GameID=2.json"]
+    open_fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        assert not index.poll(hot=["1016/GameID=2.json"], sweep_slice=10).changed
+    assert len(os.listdir("/proc/self/fd")) == open_fds

