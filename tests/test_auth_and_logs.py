@@ -147,6 +147,7 @@ def test_strange_retry_after_header_is_ignored() -> None:
 @pytest.fixture
 def no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(logs, "_secrets", set())
+    monkeypatch.setattr(logs, "_parts", {})
 
 
 @pytest.fixture

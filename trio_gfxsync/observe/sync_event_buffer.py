@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from ..logs import clip
+
 MAX_ROWS = 1000
 MAX_ERROR_TEXT = 1000
 
@@ -29,7 +31,7 @@ class SyncEventBuffer:
                     "event_type": "error",
                     "file_path": path,
                     "record_count": 1,
-                    "error_message": (error or "")[:MAX_ERROR_TEXT],
+                    "error_message": clip(error or "", MAX_ERROR_TEXT),
                 }
             )
             return

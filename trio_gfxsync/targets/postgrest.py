@@ -16,7 +16,7 @@ import httpx
 import orjson
 
 from ..errors import UpstreamError
-from ..logs import get_logger
+from ..logs import clip, get_logger, register_secret
 from ..pokergfx import ROW_COLUMNS
 from ..policy import Verdict, capped_retry_after, retry_after_seconds
 from ..settings import Settings
@@ -42,17 +42,17 @@ def auth_headers(key: str) -> dict[str, str]:
     return headers
 
 
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Upstream's text may echo a header back (a proxy's error page, a debug message): it goes
-    into logs, /health, the dead letter and sync_events, so the key never may."""
-    for secret in secrets:
-        for form in (secret, orjson.dumps(secret).decode()[1:-1]):
-            if form:
-                text = text.replace(form, "[REDACTED]")
-    return text
+MESSAGE_LIMIT = 500  # characters of upstream's message kept (logs, /health, dead letters)
+PAGE_LIMIT = 200  # of a body that is not PostgREST's JSON (a proxy's or a portal's page)
+TRANSPORT_LIMIT = 300
 
 
 def error_from_response(response: httpx.Response, secrets: tuple[str, ...] = ()) -> UpstreamError:
+    """Upstream's text may echo a header back (a proxy's error page, a debug message) into
+    logs, /health, the dead letter and sync_events: it is redacted whole (`logs.scrub`, which
+    knows the key), and only then cut. `secrets`: registered first, for a caller that has not."""
+    for secret in secrets:
+        register_secret(secret)
     code: str | None = None
     message = response.reason_phrase or ""
     try:
@@ -63,13 +63,14 @@ def error_from_response(response: httpx.Response, secrets: tuple[str, ...] = ())
         raw_code = body.get("code")
         code = str(raw_code) if raw_code is not None else None
         parts = [str(body.get(k)) for k in ("message", "details", "hint") if body.get(k)]
-        message = " | ".join(parts) or message
+        message = clip(" | ".join(parts), MESSAGE_LIMIT) or message
     elif response.content:
-        message = response.content[:200].decode("utf-8", "replace").strip() or message
+        page = response.content.decode("utf-8", "replace")
+        message = clip(page.strip(), PAGE_LIMIT).strip() or message
     return UpstreamError(
         response.status_code,
         code,
-        redact(message, secrets)[:500],
+        clip(message, MESSAGE_LIMIT),
         retry_after=retry_after_seconds(response.headers.get("retry-after")),
     )
 
@@ -104,7 +105,9 @@ def not_postgrest_read(response: httpx.Response, what: str) -> UpstreamError:
 
 
 def transport_error(exc: httpx.HTTPError, secrets: tuple[str, ...] = ()) -> UpstreamError:
-    text = redact(str(exc), secrets)[:300] or type(exc).__name__
+    for secret in secrets:
+        register_secret(secret)
+    text = clip(str(exc), TRANSPORT_LIMIT) or type(exc).__name__
     return UpstreamError(None, None, text, kind=type(exc).__name__)
 
 
@@ -113,6 +116,7 @@ class PostgrestClient:
 
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
         key = settings.secret_key
+        register_secret(key)  # whoever builds a client: its key never shows (logs.scrub)
         self._secrets = (key,)
         self._max_retry_after = settings.max_retry_after
         self._client = httpx.AsyncClient(

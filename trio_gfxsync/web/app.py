@@ -19,8 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from .. import names
-from ..logs import get_logger
+from ..logs import dumps_redacted, get_logger, register_secret
 from ..observe.metrics import CONTENT_TYPE, render
 from ..observe.status import AgentStatus
 from ..settings import Settings
@@ -39,9 +38,15 @@ STATIC = {
 }
 
 
+def served(body: Any) -> bytes:
+    """Every JSON document the HTTP side serves, redacted whole as it leaves (the stages redact
+    upstream's text before they cut it; this is the last line of defence, as for the log)."""
+    return dumps_redacted(body).encode()
+
+
 def json_response(body: Any, status_code: int = 200) -> Response:
     return Response(
-        names.dumps(body),
+        served(body),
         status_code=status_code,
         media_type="application/json",
         headers={"Cache-Control": "no-store"},
@@ -61,13 +66,15 @@ class SharedDocument:
 
     def document(self, mark: tuple[object, ...], now: float) -> bytes:
         if mark != self._mark or now - self._at >= SSE_HEARTBEAT / 2:
-            self._data = names.dumps(status_document(self.status, self.settings, now))
+            self._data = served(status_document(self.status, self.settings, now))
             self._mark, self._at = mark, now
         return self._data
 
 
 def build_app(status: AgentStatus, settings: Settings, shutdown: trio.Event) -> Starlette:
     token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
+    if token is not None:
+        register_secret(token)  # a secret like the key: never in what is served or logged
     shared = SharedDocument(status, settings)
     clients = {"sse": 0}
     broken: dict[str, str] = {}
