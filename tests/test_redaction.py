@@ -4,7 +4,7 @@ they are cut (issue 22, "Redact, then cut").
 "No part" means: no RUN (8) consecutive characters of a key's secret part (after `sb_secret_`,
 or a JWT's payload and signature; a token or a webhook URL's path) appear anywhere, and no text
 ends in TAIL (4) or more of its leading characters. The oracle below checks that on the output
-by brute force, every position, apart from how `scrub` finds the pieces.
+by brute force, every position, apart from how `scrub` finds the pieces (tests/support/pieces.py).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import orjson
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.support.pieces import REDACTED, TAIL, leaks, secret_of
 from trio_gfxsync import logs
 from trio_gfxsync.observe.sync_event_buffer import MAX_ERROR_TEXT, SyncEventBuffer
 from trio_gfxsync.targets.postgrest import error_from_response, transport_error
 
-RUN, TAIL, REDACTED = 8, 4, "[REDACTED]"
 B64URL = string.ascii_letters + string.digits + "-_"
 JWT_HEADER = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -40,26 +40,6 @@ def only_secret(*values: str) -> Iterator[None]:
         yield
     finally:
         logs._secrets, logs._parts = saved
-
-
-def secret_of(key: str) -> list[str]:
-    """The secret part(s), written out independently of logs.secret_parts."""
-    if key.startswith("sb_secret_"):
-        return [key.removeprefix("sb_secret_")]
-    if key.startswith("eyJ") and key.count(".") == 2:
-        return key.split(".")[1:]
-    return [key]
-
-
-def leaks(output: str, part: str) -> list[str]:
-    """Every piece of `part` the output shows: RUN-character runs anywhere, TAIL or more of its
-    leading characters at the very end. The marker is no character of any secret."""
-    text = output.replace(REDACTED, "\0")
-    found = [text[i : i + RUN] for i in range(len(text) - RUN + 1) if text[i : i + RUN] in part]
-    found += [
-        part[:k] for k in range(TAIL, min(len(part), len(text)) + 1) if text.endswith(part[:k])
-    ]
-    return found
 
 
 sb_keys = st.text(B64URL, min_size=20, max_size=64).map(lambda s: "sb_secret_" + s)

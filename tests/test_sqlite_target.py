@@ -91,7 +91,10 @@ def test_the_real_exports_into_the_embedded_target(
 
 def test_run_without_any_target_exits_2_and_says_how(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GFX_SYNC_")}
-    env.update(GFX_SYNC_NAS_BASE_PATH=str(tmp_path), GFX_SYNC_QUEUE_DB_PATH=str(tmp_path / "q.db"))
+    env.update(
+        GFX_SYNC_NAS_BASE_PATH=str(tmp_path / "nas"),
+        GFX_SYNC_QUEUE_DB_PATH=str(tmp_path / "queue" / "q.db"),
+    )
     result = run_cli(env, "run", cwd=tmp_path)
     assert result.returncode == 2
     assert "GFX_SYNC_TARGET=sqlite" in result.stderr

@@ -34,6 +34,7 @@ from .delivery.retention import SyncEventsRetention
 from .delivery.sync_events import SyncEventReporter
 from .delivery.uploader import LiveDelivery, QueuedDelivery, Uploader
 from .intake.change_queue import ChangeQueue
+from .intake.error_folder import ErrorFolder
 from .intake.reader import Reader
 from .intake.reconciler import Reconciler
 from .intake.registry import discovery_excludes
@@ -41,6 +42,7 @@ from .intake.registry_watcher import RegistryWatcher
 from .intake.scanner import WatchedPc
 from .logs import get_logger
 from .memory_budget import ByteBudget
+from .nas_calls import NasCalls
 from .observe.monitor import Monitor
 from .observe.status import AgentStatus
 from .pokergfx import SessionRecord
@@ -129,6 +131,8 @@ class Agent:
         self.shutdown = Shutdown(settings)
         self._target = target
         self.http_urls: list[str] = []
+        # every NAS call's threads, deadline and keys: hung threads starve nothing else
+        self.nas = NasCalls(settings.nas_read_timeout)
         self.finished = trio.Event()  # set when run() has returned, however it ended
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -150,7 +154,7 @@ class Agent:
             target = self._target or make_target(settings)
             try:
                 if not self.once:  # a one-shot scan must not take the running agent's port
-                    await root.start(Monitor(settings, self.status, store).run)
+                    await root.start(Monitor(settings, self.status, store, self.nas).run)
                     self.http_urls = await root.start(run_http, settings, self.status, http_stop)
                 try:
                     await self._run_core(store, target, task_status)
@@ -249,9 +253,8 @@ class Agent:
             budget,
             defer_to_queue=not self.once,
         )
-        reader = Reader(
-            ledger, status, watched, settings.max_file_bytes, budget, settings.error_dir
-        )
+        errors = ErrorFolder(settings.error_dir, store, keep_out=(settings.nas_base_path,))
+        reader = Reader(ledger, status, watched, settings.max_file_bytes, budget, errors)
         watcher = RegistryWatcher(
             settings,
             ledger,
@@ -259,6 +262,7 @@ class Agent:
             watched,
             discovery_excludes(settings.registry_path.as_posix(), settings.error_folder.name),
             once=self.once,
+            nas=self.nas,
         )
         reporter = SyncEventReporter(target, gate, status, status.sync_events)
         reconciler = Reconciler(

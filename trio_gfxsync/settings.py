@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     max_batch_bytes: int = Field(4 * MiB, ge=1024)
     max_queue_bytes: int = Field(2 * GiB, ge=MiB)
     request_timeout: float = Field(30.0, gt=0, le=600)
+    # seconds a NAS read (a file, the registry, a reconcile read) may take before its PC is
+    # shown hung and the reader moves on (a stale SMB mount never answers nor fails)
+    nas_read_timeout: float = Field(30.0, gt=0, le=3600)
     shutdown_timeout: float = Field(5.0, gt=0, le=300)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -190,8 +193,34 @@ class Settings(BaseSettings):
                 "GFX_SYNC_SQLITE_TARGET_PATH: must not be the queue database "
                 "(GFX_SYNC_QUEUE_DB_PATH)"
             )
+        if (problem := self._error_folder_problem()) is not None:
+            raise ValueError(f"{ENV_PREFIX}ERROR_FOLDER: {problem}")
 
         return self
+
+    def _error_folder_problem(self) -> str | None:
+        """The error folder holds copies the agent makes and prunes: it must hold nothing else
+        the agent needs, nor lie on the NAS (read-only, and the scanners would read the copies).
+        A sub-folder of the queue's folder (the default, `_error`) is the place."""
+        errors = self.error_dir.resolve()
+        folders = [("the queue database's folder (GFX_SYNC_QUEUE_DB_PATH)", self.queue_db_path)]
+        if self.target_kind == "sqlite":
+            folders.append(
+                (
+                    "the SQLite target's folder (GFX_SYNC_SQLITE_TARGET_PATH)",
+                    self.sqlite_target_file,
+                )
+            )
+        for what, file in folders:
+            if file.parent.resolve().is_relative_to(errors):
+                return f"must not be {what} or a folder above it; use a sub-folder such as _error"
+        nas = self.nas_base_path.resolve()
+        if nas.is_relative_to(errors) or errors.is_relative_to(nas):
+            return (
+                "must not be inside the NAS folder (GFX_SYNC_NAS_BASE_PATH), be it or hold it; "
+                "use a sub-folder of the queue's folder such as _error"
+            )
+        return None
 
     # -- derived values --
     @property

@@ -12,9 +12,10 @@ import sys
 
 from ..agent import make_target
 from ..errors import RegistryError, StoreError, UpstreamError
-from ..intake.reconciler import Resent, plan_for, read_again
+from ..intake.reconciler import Resent, nas_read_again, plan_for, read_again
 from ..intake.registry import discovery_excludes, load_registry, resolve_watch_path
 from ..names import printable
+from ..nas_calls import NasCalls, NasHung
 from ..pokergfx import SessionRecord
 from ..reconciliation import Plan
 from ..settings import Settings
@@ -57,6 +58,7 @@ async def run_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     target = make_target(settings)
+    nas = NasCalls(settings.nas_read_timeout)
     lacking = 0
     try:
 
@@ -69,13 +71,19 @@ async def run_reconcile(settings: Settings, args: argparse.Namespace) -> int:
             resent = None
             if args.apply and found.resend:
                 root = resolve_watch_path(base, pc)
-                resent = await read_again(root, pc_id, found.resend, settings.max_file_bytes, queue)
+                read = nas_read_again(nas, pc_id, settings.max_file_bytes)
+                resent = await read_again(
+                    root, pc_id, found.resend, settings.max_file_bytes, queue, read
+                )
             print(format_plan(found, resent), flush=True)
     except UpstreamError as exc:
         print(f"the table could not be read: {exc.summary}", file=sys.stderr)
         return 1
     except RegistryError as exc:
         print(f"registry: {exc}", file=sys.stderr)
+        return 1
+    except NasHung as exc:
+        print(f"the NAS did not answer: {exc.reason}", file=sys.stderr)
         return 1
     finally:
         await target.aclose()

@@ -55,6 +55,12 @@ class ChangeQueue:
         self._readable.unpark()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
+    def put_back(self, change: FileChange) -> None:
+        """A change a reader took and set aside (its PC's read hung): first in its lane again,
+        at once and over the limit (it was counted when it first came in), never dropped."""
+        self._lanes[change.live].appendleft(change)
+        self._readable.unpark()
+
     async def get(self) -> FileChange:
         while True:
             for live in (True, False):
@@ -80,6 +86,10 @@ class Producer:
         if self._queue is None:
             raise trio.ClosedResourceError("this producer is closed")
         await self._queue.put(change, live=live)
+
+    def put_back(self, change: FileChange) -> None:
+        if self._queue is not None:
+            self._queue.put_back(change)
 
     def close(self) -> None:
         if self._queue is not None:

@@ -2,21 +2,22 @@
 
 Like every stage it takes its receive channel and the next stage's send channel, closes what it
 sends on when it ends, and ends when its input closes: end-of-stream flows down the pipe. A file
-that cannot become a record is quarantined here, with its reason; one that is still being
-written is handed back to its scanner to be read again once it settles.
+that cannot become a record is quarantined here, with its reason (and copied to the error
+folder, error_folder.py); one that is still being written is handed back to its scanner to be
+read again once it settles. A PC's reads go one at a time, each within the NAS deadline
+(pc_reads.py): a PC whose read hangs holds no reader, and the others go on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import functools
 import hashlib
 import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from stat import S_ISREG
-from typing import BinaryIO
 
 import trio
 
@@ -24,18 +25,17 @@ from ..errors import FileTooLarge, NotARegularFile, ParseError
 from ..keep_newest import Copy, rank, winner
 from ..logs import get_logger
 from ..memory_budget import ByteBudget
+from ..nas_calls import NasHung
 from ..observe.status import AgentStatus
 from ..pokergfx import SessionRecord, parse_session, restamp
 from ..records import FileVersion, Stat, file_stat, stat_fields
 from ..state.ledger import FileLedger
 from .change_queue import ChangeQueue
+from .error_folder import ErrorFolder
 from .scanner import WatchedPc
 from .tracker import FileChange, FileTracker, reread
 
 log = get_logger("reader")
-
-ERROR_COPY_MAX_BYTES = 64 * 2**20  # of one quarantined file (the note says where it was cut)
-ERROR_FOLDER_MAX_BYTES = 512 * 2**20  # of every copy together: the oldest go first
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,7 @@ class Reader:
     watched: dict[str, WatchedPc]  # shared with the registry watcher
     max_file_bytes: int
     budget: ByteBudget
-    error_dir: Path | None = None
+    errors: ErrorFolder | None = None
     _last_stamp: int = field(default=0, init=False)
 
     async def run(
@@ -135,23 +135,35 @@ class Reader:
         async with records:
             while True:
                 try:
-                    change = await changes.get()
+                    taken = await changes.get()
                 except trio.EndOfChannel:
                     return
-                # the bytes read and the row built from them: acquired before the read, so
-                # that a few large files cannot fill the memory between the stages
-                charge = 2 * max(change.size, 1)
-                await self.budget.acquire(charge)
-                try:
-                    record = await self.read(change)
-                except BaseException:
-                    self.budget.release(charge)
-                    raise
-                if record is None:
-                    self.budget.release(charge)
-                    continue
-                self.budget.release(max(0, charge - len(record.row)))  # the record keeps its row
-                await records.send(record)
+                pc = self.watched.get(taken.pc_id)
+                if pc is None or not pc.reads.begin(taken):
+                    continue  # the PC was removed meanwhile, or its read is out: parked there
+                # this reader holds the PC: its own change, then whatever was parked meanwhile
+                change: FileChange | None = taken
+                while change is not None:
+                    await self._read_and_send(change, records)
+                    change = pc.reads.next()
+
+    async def _read_and_send(
+        self, change: FileChange, records: trio.MemorySendChannel[SessionRecord]
+    ) -> None:
+        # the bytes read and the row built from them: acquired before the read, so that a few
+        # large files cannot fill the memory between the stages
+        charge = 2 * max(change.size, 1)
+        await self.budget.acquire(charge)
+        try:
+            record = await self.read(change)
+        except BaseException:
+            self.budget.release(charge)
+            raise
+        if record is None:
+            self.budget.release(charge)
+            return
+        self.budget.release(max(0, charge - len(record.row)))  # the record keeps its row
+        await records.send(record)
 
     async def read(self, change: FileChange) -> SessionRecord | None:
         pc = self.watched.get(change.pc_id)
@@ -160,14 +172,17 @@ class Reader:
         root, tracker = pc.root, pc.tracker
         self.status.files_seen[change.pc_id] += 1
         # the stamp is taken before the read: whatever is read is at least this recent
-        outcome = await trio.to_thread.run_sync(
-            read_change,
-            root / change.rel_path,
-            change,
-            self.max_file_bytes,
-            time.time_ns(),
-            abandon_on_cancel=True,
-        )
+        try:
+            outcome = await pc.reads.read(
+                read_change,
+                root / change.rel_path,
+                change,
+                self.max_file_bytes,
+                time.time_ns(),
+                change=change,
+            )
+        except NasHung:
+            return None  # the PC is hung: this change is read again when the thread returns
         fields = {"pc_id": change.pc_id, "path": change.rel_path}
         if not isinstance(outcome, Unsettled | Unreadable):
             self.status.unreadable_files.pop((change.pc_id, change.rel_path), None)
@@ -279,16 +294,15 @@ class Reader:
         await self.ledger.quarantine(version, error.reason, error.message)
         pc = self.watched.get(change.pc_id)
         copied = None
-        if pc is not None and self.error_dir is not None:
-            copied = await trio.to_thread.run_sync(
-                copy_to_error_folder,
+        if pc is not None and self.errors is not None:
+            # the copy reads the NAS: one of the PC's reads, with its deadline
+            copied = await self.errors.keep(
                 pc.root / change.rel_path,
-                self.error_dir,
                 change.pc_id,
                 change.rel_path,
                 error.reason,
                 error.message,
-                abandon_on_cancel=True,
+                run=functools.partial(pc.reads.read, change=None),
             )
         self.status.activity.add(
             "quarantined",
@@ -310,69 +324,6 @@ class Reader:
             copied_to=str(copied) if isinstance(copied, Path) else None,
             copy_error=copied if isinstance(copied, str) else None,
         )
-
-
-def copy_to_error_folder(
-    source: Path, error_dir: Path, pc_id: str, rel_path: str, reason: str, message: str
-) -> Path | str:
-    """Blocking: copy (never move: the NAS is read-only) the bad file beside a note of why.
-
-    Returns the copy's path, or why it could not be made (the folder may be read-only too).
-    """
-    target = error_dir / pc_id / rel_path
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # the same safe open as a read: no symlink, no FIFO; a copy is capped (the error folder
-        # lives on the queue volume, and a 5 GB file must not fill it)
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as src:
-            if not S_ISREG(os.fstat(src.fileno()).st_mode):
-                raise OSError(errno.EINVAL, "not a regular file", str(source))
-            with open(target, "wb") as out:
-                copied = _copy_at_most(src, out, ERROR_COPY_MAX_BYTES)
-            truncated = bool(src.read(1))
-        note = target.with_name(target.name + ".reason.txt")
-        cut = f"\n(copy cut at {copied} bytes)" if truncated else ""
-        note.write_text(f"{reason}: {message}{cut}\n", encoding="utf-8", errors="replace")
-        prune_error_folder(error_dir, ERROR_FOLDER_MAX_BYTES)
-    except OSError as exc:
-        return f"{exc.strerror or type(exc).__name__}: {exc.filename or error_dir}"
-    return target
-
-
-def _copy_at_most(src: BinaryIO, out: BinaryIO, limit: int) -> int:
-    done = 0
-    while done < limit:
-        chunk = src.read(min(1 << 20, limit - done))
-        if not chunk:
-            break
-        out.write(chunk)
-        done += len(chunk)
-    return done
-
-
-def prune_error_folder(error_dir: Path, max_bytes: int) -> list[Path]:
-    """Oldest copies first until the folder holds at most max_bytes; the quarantine records
-    in the queue database stay (`dlq list` still names every file). Returns what it removed."""
-    copies = []
-    for path in error_dir.rglob("*"):
-        try:
-            st = path.lstat()
-        except OSError:
-            continue
-        if S_ISREG(st.st_mode) and not path.name.endswith(".reason.txt"):
-            copies.append((st.st_mtime_ns, st.st_size, path))
-    total = sum(size for _, size, _ in copies)
-    removed = []
-    for _, size, path in sorted(copies):
-        if total <= max_bytes:
-            break
-        for victim in (path, path.with_name(path.name + ".reason.txt")):
-            with contextlib.suppress(OSError):
-                victim.unlink()
-        total -= size
-        removed.append(path)
-    return removed
 
 
 def _copy(record: SessionRecord) -> Copy:

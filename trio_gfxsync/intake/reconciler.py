@@ -22,15 +22,16 @@ import trio
 
 from ..errors import StoreError, UpstreamError
 from ..logs import get_logger
+from ..nas_calls import NasCalls, NasHung
 from ..observe.upstream import Upstream
 from ..pokergfx import SessionRecord
 from ..reconciliation import Plan, Resend, plan
 from ..state.ledger import FileLedger
 from ..state.store import Store
 from ..targets.base import Target
-from .reader import Unreadable, read_change
+from .reader import ReadOutcome, Unreadable, read_change
 from .scanner import WatchedPc
-from .tracker import reread
+from .tracker import FileChange, reread
 
 log = get_logger("reconcile")
 
@@ -63,6 +64,10 @@ async def plan_for(
     return plan(pc_id, copies, stored, waiting | (in_flight or set()), time.time_ns())
 
 
+# how a winner is read again: blocking `read_change` run somewhere, within a deadline
+ReadAgain = Callable[[Path, FileChange], Awaitable[ReadOutcome]]
+
+
 @dataclass
 class Resent:
     queued: int = 0
@@ -76,16 +81,16 @@ async def read_again(
     resends: Sequence[Resend],
     max_file_bytes: int,
     queue: Callable[[list[SessionRecord]], Awaitable[None]],
+    read: ReadAgain,
 ) -> Resent:
-    """Read each winner again and queue it, in chunks bounded in bytes."""
+    """Read each winner again and queue it, in chunks bounded in bytes. NasHung when the NAS
+    stops answering: the pass ends for this PC (the next one plans again)."""
     result = Resent()
     chunk: list[SessionRecord] = []
     held = 0
     for resend in resends:
         change = reread(pc_id, resend.rel_path, resend.stat, live=False)
-        outcome = await trio.to_thread.run_sync(
-            read_change, root / resend.rel_path, change, max_file_bytes, time.time_ns()
-        )
+        outcome = await read(root / resend.rel_path, change)
         if not isinstance(outcome, SessionRecord):
             # still being written, gone, or unreadable now: the scanner and reader see to it
             if isinstance(outcome, Unreadable):
@@ -106,6 +111,17 @@ async def read_again(
         await queue(chunk)
         result.queued += len(chunk)
     return result
+
+
+def nas_read_again(nas: NasCalls, pc_id: str, max_file_bytes: int) -> ReadAgain:
+    """A one-shot command's way: a NAS thread with the deadline, one read of the PC out."""
+
+    async def read(path: Path, change: FileChange) -> ReadOutcome:
+        return await nas.call(
+            ("read", pc_id), read_change, path, change, max_file_bytes, time.time_ns()
+        )
+
+    return read
 
 
 @dataclass
@@ -144,9 +160,19 @@ class Reconciler:
                 return
             resent = Resent()
             if found.resend:
-                resent = await read_again(
-                    pc.root, pc_id, found.resend, self.max_file_bytes, self._queue
-                )
+                try:
+                    resent = await read_again(
+                        pc.root,
+                        pc_id,
+                        found.resend,
+                        self.max_file_bytes,
+                        self._queue,
+                        self._reader(pc),
+                    )
+                except NasHung as exc:
+                    # its PC shows it hung; the other PCs are looked at all the same
+                    log.warning("reconcile_failed", pc_id=pc_id, error=exc.reason)
+                    continue
             (log.warning if found.resend else log.debug)(
                 "reconcile_pass",
                 pc_id=pc_id,
@@ -159,6 +185,18 @@ class Reconciler:
                 changed=resent.changed,
                 unreadable=resent.unreadable,
             )
+
+    def _reader(self, pc: WatchedPc) -> ReadAgain:
+        """One of the PC's reads: its turn after the readers', with the deadline."""
+        max_file_bytes = self.max_file_bytes
+
+        async def read(path: Path, change: FileChange) -> ReadOutcome:
+            async with pc.reads.exclusive():
+                return await pc.reads.read(
+                    read_change, path, change, max_file_bytes, time.time_ns(), change=None
+                )
+
+        return read
 
     async def _queue(self, records: list[SessionRecord]) -> None:
         await self.ledger.enqueue(records, [], error=None, front=True)

@@ -8,6 +8,7 @@ retried with backoff: a missing or unreadable folder never takes the agent down.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,11 +16,13 @@ import trio
 
 from ..errors import RegistryError
 from ..logs import get_logger
+from ..nas_calls import NasCalls
 from ..observe.status import AgentStatus, PcStatus
 from ..settings import Settings
 from ..state.ledger import FileLedger
 from .change_queue import ChangeQueue, Producer
 from .folder_index import FolderIndex
+from .pc_reads import PcReads
 from .registry import PcEntry, Registry, load_registry, resolve_watch_path
 from .scanner import NasPoller, PcScan, ScanTiming, WatchedPc, compile_pattern
 from .tracker import FileTracker
@@ -45,13 +48,15 @@ class RegistryWatcher:
     watched: dict[str, WatchedPc]  # shared with the reader
     excludes: frozenset[str]
     once: bool = False  # `scan`: one registry, each scanner until caught up, then end
+    # every NAS call: its threads, deadline and keys (nas_calls.py)
+    nas: NasCalls = field(default_factory=lambda: NasCalls(30.0))
     running: dict[str, _Running] = field(default_factory=dict)
     poller: NasPoller = field(init=False)
     _scanners_done: trio.Event = field(default_factory=trio.Event)
     _active: int = 0
 
     def __post_init__(self) -> None:
-        self.poller = NasPoller(self._timing())
+        self.poller = NasPoller(self._timing(), nas=self.nas)
 
     async def run(
         self,
@@ -78,12 +83,13 @@ class RegistryWatcher:
         started = False
         while True:
             try:
-                registry = await trio.to_thread.run_sync(
+                # one registry read out at a time: a hung one is not joined by another each poll
+                registry = await self.nas.call(
+                    ("registry",),
                     load_registry,
                     self.settings.nas_base_path,
                     self.settings.registry_file,
                     self.excludes,
-                    abandon_on_cancel=True,
                 )
             except (RegistryError, OSError) as exc:
                 message = str(exc) if isinstance(exc, RegistryError) else _os_reason(exc)
@@ -163,20 +169,23 @@ class RegistryWatcher:
             task_status.started(scope)
             tracker = FileTracker(pc_id=pc.id, acked=await self.ledger.store.acked_stats(pc.id))
             self.ledger.trackers[pc.id] = tracker
+            reads = PcReads(
+                pc.id, self.nas, give_back=changes.put_back, show=_read_hung_shown(pc_status)
+            )
             scan: PcScan | None = None
             delay = RETRY_MIN
             try:
                 while True:
                     try:
-                        root = await trio.to_thread.run_sync(
-                            resolve_watch_path, settings.nas_base_path, pc, abandon_on_cancel=True
+                        root = await self.nas.call(
+                            ("root", pc.id), resolve_watch_path, settings.nas_base_path, pc
                         )
-                        if not await trio.to_thread.run_sync(root.is_dir, abandon_on_cancel=True):
+                        if not await self.nas.call(("root", pc.id), root.is_dir):
                             raise FileNotFoundError(2, "watch folder not found", str(root))
                         if scan is None or scan.index.root != str(root):
-                            scan = self._new_scan(tracker, root, pc_status)
+                            scan = self._new_scan(tracker, root, pc_status, reads)
                             self.poller.scans[pc.id] = scan
-                        self.watched[pc.id] = WatchedPc(root, tracker)
+                        self.watched[pc.id] = WatchedPc(root, tracker, reads)
                         await scan.run(
                             changes,
                             on_gone=self.ledger.forget,
@@ -206,7 +215,9 @@ class RegistryWatcher:
                 if scan is not None and self.poller.scans.get(pc.id) is scan:
                     del self.poller.scans[pc.id]
 
-    def _new_scan(self, tracker: FileTracker, root: Path, pc_status: PcStatus) -> PcScan:
+    def _new_scan(
+        self, tracker: FileTracker, root: Path, pc_status: PcStatus, reads: PcReads
+    ) -> PcScan:
         settings = self.settings
         index = FolderIndex(
             root,
@@ -214,7 +225,9 @@ class RegistryWatcher:
             skip=frozenset({settings.error_dir}),
             settle_seconds=settings.poll_interval,
         )
-        return PcScan(tracker, index, self.poller.timing, stats=pc_status.scan)
+        return PcScan(
+            tracker, index, self.poller.timing, stats=pc_status.scan, reads=reads, nas=self.nas
+        )
 
     def _timing(self) -> ScanTiming:
         settings = self.settings
@@ -249,6 +262,17 @@ class _Ready:
             )
         self.pc_status.state, self.pc_status.reason = "running", None
         self.pc_status.missing = False
+
+
+def _read_hung_shown(pc_status: PcStatus) -> Callable[[str | None], None]:
+    """How a PC's hung read shows: on its status (/health, /api/status, the dashboard)."""
+
+    def show(reason: str | None) -> None:
+        pc_status.read_hung = reason
+        if reason is not None:
+            pc_status.last_error = reason
+
+    return show
 
 
 def _os_reason(exc: OSError) -> str:

@@ -34,10 +34,12 @@ from pathlib import Path
 import trio
 
 from ..logs import get_logger
+from ..nas_calls import NasCalls
 from ..observe.status import ScanStats
 from ..records import Stat
 from .change_queue import Producer
 from .folder_index import FolderIndex, Observation
+from .pc_reads import PcReads
 from .tracker import FileChange, FileTracker, reread
 
 __all__ = ["FileChange", "NasPoller", "PcScan", "WatchedPc", "compile_pattern", "newest_first"]
@@ -56,10 +58,12 @@ def newest_first(changes: Iterable[FileChange]) -> list[FileChange]:
 
 @dataclass(frozen=True, slots=True)
 class WatchedPc:
-    """A PC folder being scanned, as the reader needs it: where it is and who to tell."""
+    """A PC folder being scanned, as the reader needs it: where it is, who to tell, and its
+    reads of the NAS (one at a time, each with a deadline)."""
 
     root: Path  # the resolved watch folder
     tracker: FileTracker
+    reads: PcReads
 
 
 MIN_SWEEP_SLICE = 32  # files stat'ed by the sweep each poll, at least
@@ -101,6 +105,10 @@ class PcScan:
     _failure: OSError | None = None
     _once: bool = False
     _changes: Producer | None = None
+    # the PC's reads: its backfill waits while they have changes parked or a read hangs
+    reads: PcReads | None = None
+    # the thread of a walk: the NAS's limiter, no deadline (a large folder takes its time)
+    nas: NasCalls = field(default_factory=lambda: NasCalls(math.inf))
     # deleted files forgotten; returns files to read and send again (keep_newest.py)
     _on_gone: Callable[[str, list[str]], Awaitable[list[str]]] | None = None
 
@@ -143,8 +151,8 @@ class PcScan:
             self._stopped.set()
 
     async def _walk(self) -> None:
-        # abandon_on_cancel: a stale SMB mount can hang a stat forever; shutdown must not wait
-        obs = await trio.to_thread.run_sync(self.index.walk, abandon_on_cancel=True)
+        # abandonable: a stale SMB mount can hang a stat forever; shutdown must not wait
+        obs = await self.nas.thread(self.index.walk)
         initial = not self.walked
         found, gone = self.tracker.observe(
             obs.seen, obs.gone, trio.current_time(), poll=True, initial=initial
@@ -227,6 +235,9 @@ class PcScan:
                 self._backlog_added = trio.Event()
                 await self._backlog_added.wait()
                 continue
+            if self.reads is not None and (self.reads.parked or self.reads.hung):
+                await self.reads.wait_ready()
+                continue  # the backlog may have changed meanwhile
             rel, entry = next(iter(self.backlog.items()))
             change = (
                 entry
@@ -269,8 +280,15 @@ class NasPoller:
     the stuck thread is abandoned and a new one carries on with the others; the hung PC is
     looked at again once its stat has returned."""
 
-    def __init__(self, timing: ScanTiming, tick_deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        timing: ScanTiming,
+        tick_deadline: float | None = None,
+        nas: NasCalls | None = None,
+    ) -> None:
         self.timing = timing
+        # its threads: the NAS's limiter, no deadline (the heartbeat finds a hung stat)
+        self.nas = nas or NasCalls(math.inf)
         self.tick_deadline = tick_deadline or max(10.0, 5 * timing.poll_interval)
         self.scans: dict[str, PcScan] = {}
         self._at: PcScan | None = None  # the PC the thread is looking at right now
@@ -283,8 +301,8 @@ class NasPoller:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._heartbeat, nursery.cancel_scope)
-                    # abandon_on_cancel: shutdown must not wait for a stat that hangs
-                    await trio.to_thread.run_sync(self._loop, stop, abandon_on_cancel=True)
+                    # abandonable: shutdown must not wait for a stat that hangs
+                    await self.nas.thread(self._loop, stop)
                     nursery.cancel_scope.cancel()
             finally:
                 stop.set()

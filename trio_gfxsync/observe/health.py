@@ -27,6 +27,7 @@ class PcHealth:
     unreadable: tuple[str, ...] = ()  # sub-folders the last poll could not read
     waiting: int = 0  # changes seen, not acknowledged yet
     sync_lag: float = 0.0  # seconds the oldest of them has waited
+    read_hung: str | None = None  # a read past its deadline that has not returned
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,8 @@ def assess(h: HealthInputs) -> Health:
                 f"PC {pc.id}: {pc.waiting} change(s) not in the table yet, the oldest waiting "
                 f"{pc.sync_lag:.0f} s"
             )
+        if pc.read_hung:
+            meh.append(f"PC {pc.id}: {pc.read_hung}")
         if pc.unreadable:
             meh.append(f"PC {pc.id}: sub-folder(s) unreadable: {', '.join(pc.unreadable)}")
     if h.registry_error:

@@ -18,6 +18,7 @@ from pathlib import Path
 import trio
 
 from ..logs import get_logger
+from ..nas_calls import NasCalls
 from ..settings import Settings
 from ..state.store import Store
 from .alerts import Alert, AlertBook, Figures, Thresholds, evaluate
@@ -62,8 +63,12 @@ def memory_mb() -> float:
 
 
 class Monitor:
-    def __init__(self, settings: Settings, status: AgentStatus, store: Store) -> None:
+    def __init__(
+        self, settings: Settings, status: AgentStatus, store: Store, nas: NasCalls | None = None
+    ) -> None:
         self.settings = settings
+        # the disk's figures come from the NAS: a thread of its own, and none more while one hangs
+        self.nas = nas or NasCalls(DISK_TIMEOUT)
         self.status = status
         self.store = store
         self.thresholds = thresholds(settings)
@@ -108,11 +113,12 @@ class Monitor:
             self._disk = None
             with trio.move_on_after(DISK_TIMEOUT):
                 try:
-                    self._disk = await trio.to_thread.run_sync(
-                        disk_percent, self.settings.nas_base_path, abandon_on_cancel=True
+                    self._disk = await self.nas.call(
+                        ("disk",), disk_percent, self.settings.nas_base_path
                     )
                 except OSError:
-                    self._disk = None  # a missing base is reported by the scanners
+                    # a missing base is reported by the scanners, a hung one by its PCs
+                    self._disk = None
         disk = self._disk
         figures = Figures(
             disk_percent=disk,

@@ -70,6 +70,9 @@ class PcStatus:
     scan: ScanStats = field(default_factory=ScanStats)
     last_sync: float | None = None
     last_error: str | None = None
+    # a read of this PC has not returned within GFX_SYNC_NAS_READ_TIMEOUT (the reason), until
+    # its thread does: the PC is `hung` (its changes wait, none is dropped)
+    read_hung: str | None = None
 
     def stale_for(self, poll_interval: float, now: float) -> float | None:
         """Seconds since the last complete poll, when overdue (a hung SMB mount raises nothing).
@@ -159,6 +162,7 @@ class AgentStatus:
                     tuple(sorted(pc.scan.problems)),
                     pc.scan.waiting,
                     pc.scan.sync_lag(now),
+                    pc.read_hung,
                 )
                 for pc_id, pc in self.pcs.items()
             ),

@@ -65,3 +65,30 @@ class QueueCounts:
     quarantined: int
     files: int
     oldest_pending_at: float | None = None  # queued_at of the oldest pending record (wall clock)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCopy:
+    """A file the agent made in the error folder: a quarantined file's copy, and its note
+    (`<path>.reason.txt`, on the same device). Known by inode and content: a file put there by
+    anyone else under the same name is not this one."""
+
+    path: str
+    pc_id: str
+    rel_path: str  # the quarantined file, in its PC folder
+    device: int
+    inode: int
+    note_inode: int | None
+    bytes: int  # copy and note together
+    made_at: float
+    # of the bytes written, once written: an inode number is reused after a delete (within
+    # the same clock tick, so no time tells them apart); the content does
+    sha256: str | None = None
+    note_sha256: str | None = None
+
+    @property
+    def note_path(self) -> str:
+        return self.path + NOTE_SUFFIX
+
+
+NOTE_SUFFIX = ".reason.txt"

@@ -94,6 +94,27 @@ MIGRATIONS += (
     ALTER TABLE dead_letter ADD COLUMN version_stamp INTEGER;
     """,
 )
+MIGRATIONS += (
+    # 6: every file the agent makes in the error folder (a copy of a quarantined file and its
+    # note), by device, inode and content: pruning removes these and nothing else, and a copy
+    # never replaces a file the agent did not make
+    """
+    CREATE TABLE error_copy (
+        path        TEXT    NOT NULL PRIMARY KEY,
+        pc_id       TEXT    NOT NULL,
+        rel_path    TEXT    NOT NULL,
+        device      INTEGER NOT NULL,
+        inode       INTEGER NOT NULL,
+        note_inode  INTEGER,
+        bytes       INTEGER NOT NULL,
+        made_at     REAL    NOT NULL,
+        sha256      TEXT,
+        note_sha256 TEXT
+    );
+    CREATE INDEX error_copy_source ON error_copy (pc_id, rel_path);
+    CREATE INDEX error_copy_age ON error_copy (made_at);
+    """,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 CORRUPT_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 # Primary result codes (error_name strips the extended part: SQLITE_IOERR_FSYNC is an IOERR).

@@ -31,7 +31,7 @@ from ..logs import get_logger
 from ..names import from_storage, storable
 from ..reconciliation import AckedCopy
 from ..records import UNKNOWN, Deliverable, FileVersion, Key, Stat, make_stat
-from .rows import AckedFile, DeadLetter, QueueCounts, QueuedRecord
+from .rows import AckedFile, DeadLetter, ErrorCopy, QueueCounts, QueuedRecord
 from .schema import BUSY_ERRORS, FULL_ERRORS, error_name, open_database
 
 T = TypeVar("T")
@@ -487,6 +487,69 @@ class Store:
         """Let other queued rows go first (no attempt is counted: this is not a refusal)."""
         if records:
             await self._write(self._postpone, list(records), time.time() + delay)
+
+    # -- the error folder's copies (intake/error_folder.py) --
+
+    _EC_COLUMNS = (
+        "path, pc_id, rel_path, device, inode, note_inode, bytes, made_at, sha256, note_sha256"
+    )
+
+    def _error_copies(self, where: str, params: tuple[object, ...]) -> list[ErrorCopy]:
+        rows = self._conn.execute(f"SELECT {self._EC_COLUMNS} FROM error_copy {where}", params)
+        return [
+            ErrorCopy(from_storage(path), pc, from_storage(rel), *rest)
+            for path, pc, rel, *rest in rows
+        ]
+
+    async def error_copies_of(self, pc_id: str, rel_path: str) -> list[ErrorCopy]:
+        """The copies made of one quarantined file (an earlier version's, to be replaced)."""
+        return await self._run(
+            self._error_copies, "WHERE pc_id = ? AND rel_path = ?", (pc_id, rel_path)
+        )
+
+    async def oldest_error_copies(self, limit: int) -> list[ErrorCopy]:
+        return await self._run(self._error_copies, "ORDER BY made_at, path LIMIT ?", (limit,))
+
+    def _error_copy_bytes(self) -> int:
+        return int(
+            self._conn.execute("SELECT coalesce(sum(bytes), 0) FROM error_copy").fetchone()[0]
+        )
+
+    async def error_copy_bytes(self) -> int:
+        return await self._run(self._error_copy_bytes)
+
+    def _record_error_copy(self, copy: ErrorCopy) -> None:
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO error_copy ({self._EC_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                copy.path,
+                copy.pc_id,
+                copy.rel_path,
+                copy.device,
+                copy.inode,
+                copy.note_inode,
+                copy.bytes,
+                copy.made_at,
+                copy.sha256,
+                copy.note_sha256,
+            ),
+        )
+
+    async def record_error_copy(self, copy: ErrorCopy) -> None:
+        """Durable before a byte is written into it: a crash leaves no copy unknown."""
+        await self._write(self._record_error_copy, copy)
+
+    def _forget_error_copies(self, paths: list[str]) -> None:
+        self._transaction(
+            lambda conn: conn.executemany(
+                "DELETE FROM error_copy WHERE path = ?", [(p,) for p in paths]
+            )
+        )
+
+    async def forget_error_copies(self, paths: Iterable[str]) -> None:
+        if paths := list(paths):
+            await self._write(self._forget_error_copies, paths)
 
     # -- dead letters and quarantine --
 

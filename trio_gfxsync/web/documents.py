@@ -88,6 +88,7 @@ def status_document(status: AgentStatus, settings: Settings, now: float) -> dict
                 "watch_path": pc.watch_path,
                 "state": pc.state,
                 "reason": pc.reason,
+                "read_hung": pc.read_hung,
                 "files_tracked": pc.scan.files,
                 "sessions_synced": status.sessions_synced.get(pc_id, 0),
                 "files_seen": status.files_seen.get(pc_id, 0),
@@ -128,7 +129,7 @@ def fingerprint(status: AgentStatus) -> tuple[object, ...]:
         status.batch_pending,
         tuple(a.name for a in status.alerts),
         tuple(
-            (k, p.state, p.scan.files, p.scan.backlog, p.scan.waiting)
+            (k, p.state, p.read_hung, p.scan.files, p.scan.backlog, p.scan.waiting)
             for k, p in status.pcs.items()
         ),
         tuple(sorted(status.sessions_synced.items())),
