@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.support.agent import run_cli
 from trio_gfxsync.errors import ConfigError
-from trio_gfxsync.intake.error_folder import ErrorFolder
+from trio_gfxsync.intake.error_folder import ErrorFolder, make_copy
 from trio_gfxsync.settings import load_settings
+from trio_gfxsync.state.rows import ErrorCopy
 from trio_gfxsync.state.store import Store
 
 MiB = 2**20
@@ -62,6 +63,21 @@ async def test_a_copy_is_recorded_before_it_is_written_and_its_note_says_why(
         assert (row.device, row.inode) == (copy.stat().st_dev, copy.stat().st_ino)
     finally:
         await store.close()
+
+
+def test_each_file_is_recorded_before_a_byte_is_written_into_it(tmp_path: Path) -> None:
+    """A crash while copying leaves no file the agent made and does not know of."""
+    source = bad_file(tmp_path / "nas" / "PC01", "bad.json", b"{broken" * 100)
+    seen: list[tuple[int, int, int]] = []
+
+    def record(copy: ErrorCopy) -> None:
+        files = (Path(copy.path), Path(copy.note_path))
+        seen.append((copy.bytes, *(f.stat().st_size for f in files)))
+
+    target = tmp_path / "queue" / "_error" / "PC01" / "bad.json"
+    made = make_copy(source, target, ("PC01", "bad.json"), "not_json: x", [], record, 10**6)
+    assert seen[0] == (0, 0, 0), "recorded first, both files still empty"
+    assert seen[-1][0] == made.bytes == 700 + len("not_json: x\n")
 
 
 async def test_a_copy_never_replaces_a_file_the_agent_did_not_make(tmp_path: Path) -> None:
@@ -182,8 +198,10 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OPS, st.integers(500, 4000))
+# an operator's file first, then copies over the cap: the oldest file is the operator's
+@example([("operator", 5, 900), ("quarantine", 0, 900), ("quarantine", 1, 900)], 1000)
 def test_random_histories_never_touch_an_operators_file(ops: list, cap: int) -> None:
     import tempfile
 

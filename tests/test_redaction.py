@@ -16,13 +16,18 @@ from collections.abc import Iterator
 
 import httpx
 import orjson
-from hypothesis import HealthCheck, assume, given, settings
+import pytest
+import trio
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tests.support.pieces import REDACTED, TAIL, leaks, secret_of
 from trio_gfxsync import logs
+from trio_gfxsync.observe.status import AgentStatus
 from trio_gfxsync.observe.sync_event_buffer import MAX_ERROR_TEXT, SyncEventBuffer
+from trio_gfxsync.settings import load_settings
 from trio_gfxsync.targets.postgrest import error_from_response, transport_error
+from trio_gfxsync.web.app import build_app, served
 
 B64URL = string.ascii_letters + string.digits + "-_"
 JWT_HEADER = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
@@ -83,6 +88,8 @@ def test_no_run_of_eight_and_no_leading_four_at_the_end_survive(case: tuple[str,
 
 @PROPERTY
 @given(key_and_text(), st.integers(0, 400))
+# a text with no piece of the key, cut right after 4 of its first characters
+@example(("sb_secret_00011000000000000000", "0001000"), 4)
 def test_redacted_then_cut_anywhere_leaves_no_piece(case: tuple[str, str], limit: int) -> None:
     key, text = case
     with only_secret(key):
@@ -160,6 +167,15 @@ def test_a_page_echoing_the_key_is_redacted_before_it_is_cut(key: str, before: i
         assert not leaks(summary, part), summary
 
 
+def test_the_key_is_redacted_whole_before_the_page_is_cut() -> None:
+    """Redacted first, the key takes the marker's room, not its own: what follows it on the
+    page still fits in the message (cut first, the message would end inside the key)."""
+    key = "sb_secret_" + "Zx9" * 14
+    with only_secret(key):
+        error = error_from_response(httpx.Response(403, content=page_echoing(key, 100)))
+    assert "apikey: [REDACTED]</pre></body>" in error.message, error.message
+
+
 def test_transport_errors_and_sync_events_are_redacted_before_they_are_cut() -> None:
     key = "sb_secret_" + "Qw3rTy" * 8
     with only_secret(key):
@@ -170,3 +186,32 @@ def test_transport_errors_and_sync_events_are_redacted_before_they_are_cut() -> 
     message = str(row["error_message"])
     for text in (error.message, message):
         assert not leaks(text, secret_of(key)[0]), text
+
+
+def test_what_the_http_side_serves_is_redacted_and_stays_json() -> None:
+    """The last line of defence, as for the log: a key or the dashboard token that reached the
+    status by any way (an exception's text as a core stage died) is not served, and the
+    document is still JSON (a token may hold a quote)."""
+    key = "sb_secret_" + "Pm4" * 14
+    token = 'venue"board\\2026-Xq'
+    with only_secret(key, token):
+        body = served(
+            {
+                "reasons": [f"core stage died: KeyError: {key[:30]}"],
+                "pcs": [{"last_error": f"bad header {token[:12]}"}],
+            }
+        )
+    document = json.loads(body)
+    for text in (body.decode(), *document["reasons"], document["pcs"][0]["last_error"]):
+        assert not leaks(text, secret_of(key)[0]) and not leaks(text, token), text
+
+
+def test_the_dashboard_token_is_a_secret_of_the_http_side_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = "Dashboard-Token-Pa55"
+    monkeypatch.setenv("GFX_SYNC_TARGET", "sqlite")
+    monkeypatch.setenv("GFX_SYNC_DASHBOARD_TOKEN", token)
+    with only_secret():
+        build_app(AgentStatus(), load_settings(), trio.Event())
+        assert logs.scrub(f"token={token[:9]}") == f"token={REDACTED}"
