@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from ..agent import make_target
 from ..errors import RegistryError, StoreError, UpstreamError
 from ..intake.reconciler import Resent, plan_for, read_again
 from ..intake.registry import discovery_excludes, load_registry, resolve_watch_path
+from ..keep_newest import StampClock
 from ..names import printable
 from ..pokergfx import SessionRecord
 from ..reconciliation import Plan
@@ -58,6 +60,8 @@ async def run_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     target = make_target(settings)
     lacking = 0
+    # stamps above every one the agent has recorded, whatever this machine's clock says
+    stamps = StampClock(await store.largest_stamp())
     try:
 
         async def queue(records: list[SessionRecord]) -> None:
@@ -69,7 +73,14 @@ async def run_reconcile(settings: Settings, args: argparse.Namespace) -> int:
             resent = None
             if args.apply and found.resend:
                 root = resolve_watch_path(base, pc)
-                resent = await read_again(root, pc_id, found.resend, settings.max_file_bytes, queue)
+                resent = await read_again(
+                    root,
+                    pc_id,
+                    found.resend,
+                    settings.max_file_bytes,
+                    queue,
+                    lambda: stamps.issue(time.time_ns()),
+                )
             print(format_plan(found, resent), flush=True)
     except UpstreamError as exc:
         print(f"the table could not be read: {exc.summary}", file=sys.stderr)

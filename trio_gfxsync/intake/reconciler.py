@@ -13,7 +13,6 @@ that changed since is the scanner's to send, and reconciliation never sends olde
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import trio
 from ..errors import StoreError, UpstreamError
 from ..logs import get_logger
 from ..observe.upstream import Upstream
-from ..pokergfx import SessionRecord
+from ..pokergfx import SessionRecord, restamp
 from ..reconciliation import Plan, Resend, plan
 from ..state.ledger import FileLedger
 from ..state.store import Store
@@ -60,7 +59,7 @@ async def plan_for(
     copies = await store.acked_copies(pc_id)
     waiting = await store.waiting_sessions(pc_id)
     stored = await table_hashes(target, pc_id)
-    return plan(pc_id, copies, stored, waiting | (in_flight or set()), time.time_ns())
+    return plan(pc_id, copies, stored, waiting | (in_flight or set()))
 
 
 @dataclass
@@ -76,15 +75,18 @@ async def read_again(
     resends: Sequence[Resend],
     max_file_bytes: int,
     queue: Callable[[list[SessionRecord]], Awaitable[None]],
+    stamp: Callable[[], int],
 ) -> Resent:
-    """Read each winner again and queue it, in chunks bounded in bytes."""
+    """Read each winner again and queue it, in chunks bounded in bytes. `stamp` issues the
+    version stamp of each (keep_newest.StampClock): the table skips a smaller one, and the
+    skip is resolved against the NAS (delivery/skipped.py)."""
     result = Resent()
     chunk: list[SessionRecord] = []
     held = 0
     for resend in resends:
         change = reread(pc_id, resend.rel_path, resend.stat, live=False)
         outcome = await trio.to_thread.run_sync(
-            read_change, root / resend.rel_path, change, max_file_bytes, time.time_ns()
+            read_change, root / resend.rel_path, change, max_file_bytes, None
         )
         if not isinstance(outcome, SessionRecord):
             # still being written, gone, or unreadable now: the scanner and reader see to it
@@ -96,7 +98,7 @@ async def read_again(
         if outcome.version.sha256 != resend.sha256:
             result.changed += 1
             continue
-        chunk.append(outcome)
+        chunk.append(restamp(outcome, stamp()))
         held += len(outcome.row)
         if held >= QUEUE_CHUNK_BYTES:
             await queue(chunk)
@@ -145,7 +147,12 @@ class Reconciler:
             resent = Resent()
             if found.resend:
                 resent = await read_again(
-                    pc.root, pc_id, found.resend, self.max_file_bytes, self._queue
+                    pc.root,
+                    pc_id,
+                    found.resend,
+                    self.max_file_bytes,
+                    self._queue,
+                    self.ledger.issue_stamp,
                 )
             (log.warning if found.resend else log.debug)(
                 "reconcile_pass",
