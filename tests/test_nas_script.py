@@ -852,7 +852,7 @@ def test_first_deploy_without_env_writes_it_builds_nothing_and_says_what_to_fill
 
 
 def test_placeholders_left_stop_the_deploy_again_and_a_completed_env_deploys(nas: Nas) -> None:
-    nas.deploy()
+    _nothing_built_or_started(nas.deploy())
     env = nas.remote / ".env"
     written = env.read_text()
     again = nas.deploy()
