@@ -41,7 +41,12 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # An existing group with that gid (gid 100 is Debian's "users") is reused rather than duplicated.
-RUN if ! getent group "${APP_GID}" >/dev/null; then groupadd --gid "${APP_GID}" gfxsync; fi \
+# A .env still holding the example's <uid>/<gid> stops the build here, saying what to do.
+RUN case "${APP_UID}:${APP_GID}" in *[!0-9:]* | :* | *:) \
+        echo "APP_UID/APP_GID must be numbers, not '${APP_UID}:${APP_GID}': fill them in .env (ssh to the NAS: id <user>)" >&2; \
+        exit 1 ;; \
+    esac \
+    && if ! getent group "${APP_GID}" >/dev/null; then groupadd --gid "${APP_GID}" gfxsync; fi \
     && useradd --uid "${APP_UID}" --gid "${APP_GID}" --no-create-home --no-log-init \
        --home-dir /app --shell /usr/sbin/nologin gfxsync \
     && mkdir -p /app/data /app/queue \

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support import infra
 from tests.support.cluster import Cluster, ClusterError, start_cluster
+from tests.support.installed import installed_agent
 
 # Chromium fixtures (`browser`, `page`) for the dashboard tests
 pytest_plugins = ["tests.support.browser"]
@@ -93,6 +94,14 @@ def clean_db(postgres_db: infra.Database) -> infra.Database:
     """The session's database with gfx_sessions and sync_events emptied."""
     infra.truncate_tables(postgres_db.dsn)
     return postgres_db
+
+
+@pytest.fixture(scope="session")
+def installed_venv() -> Iterator[Path]:
+    """The agent built and installed as the image does it, in a virtualenv every user can run
+    (`bin/trio-gfxsync`): what runs as the image's uid 1000, wherever this checkout is."""
+    with installed_agent() as venv:
+        yield venv
 
 
 @pytest.fixture

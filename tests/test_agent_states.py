@@ -29,6 +29,7 @@ import pytest
 
 from tests.support import infra
 from tests.support.agent import AgentProcess, agent_env, running_agent
+from tests.support.installed import APP_UID, as_image_user
 from tests.support.tree import build_nas, make_session, write_session
 from tests.support.truth import table_rows
 from tests.support.waits import queue_figures, wait_for, wait_until_equal
@@ -38,8 +39,6 @@ from trio_gfxsync.state import store as store_module
 from trio_gfxsync.state.store import Store
 
 pytestmark = pytest.mark.e2e
-
-APP_UID = 1000  # the image's user
 
 
 def is_upsert(request: infra.GatewayRequest) -> bool:
@@ -262,19 +261,19 @@ def world_readable_tmp() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def unprivileged() -> tuple[str, ...] | None:
+def unprivileged(request: pytest.FixtureRequest) -> tuple[str, ...] | None:
     """The agent's command as the image runs it (uid 1000, no capabilities) when we are root,
-    who reads a mode-000 file anyway; None when we are not root (mode 000 stops us already)."""
+    who reads a mode-000 file anyway: the image's install (tests/support/installed.py), which
+    uid 1000 can run wherever this checkout is; None when we are not root (mode 000 stops us
+    already, and the checkout is ours)."""
     if os.geteuid() != 0:
         return None
-    setpriv = shutil.which("setpriv")
-    assert setpriv, "root needs setpriv (util-linux) to run the agent unprivileged"
-    flags = (f"--reuid={APP_UID}", f"--regid={APP_UID}", "--clear-groups")
-    return (setpriv, *flags, sys.executable, "-m", "trio_gfxsync")
+    venv: Path = request.getfixturevalue("installed_venv")
+    return tuple(as_image_user([str(venv / "bin" / "trio-gfxsync")]))
 
 
 def test_an_unreadable_file_is_tried_again_after_the_retry_window_and_synced_once_readable(
-    clean_db: infra.Database, fresh_gateway: infra.Gateway
+    clean_db: infra.Database, fresh_gateway: infra.Gateway, request: pytest.FixtureRequest
 ) -> None:
     """Root reads a mode-000 file, so the agent runs as the image does: uid 1000, no
     privileges. The permission is fixed with chmod, which changes no size or mtime."""
@@ -289,7 +288,7 @@ def test_an_unreadable_file_is_tried_again_after_the_retry_window_and_synced_onc
         mtime_before = victim_path.stat().st_mtime_ns
         queue = tmp / "queue"
         queue.mkdir()
-        command = unprivileged()
+        command = unprivileged(request)
         if command is not None:
             os.chown(queue, APP_UID, APP_UID)  # the image's chown of /app/queue
         env = agent_env(

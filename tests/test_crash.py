@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -171,7 +172,9 @@ def test_two_agents_on_one_nas_each_carries_on_when_the_other_is_killed(
 
     Each agent is killed while it holds work nobody else has stored: its gateway answers 500
     until the agent has rows waiting in its offline queue, then SIGKILL. The other agent must
-    carry every change on alone, and the killed one, restarted, must not lose what it held."""
+    carry every change on alone, and the killed one, restarted, must not lose what it held.
+    A's clock runs an hour fast until it is killed, and is correct (an hour back) after its
+    restart: its rows carry stamps an hour ahead of B's, and its queue holds them."""
     rng = random.Random(SEED + 1)
     nas = tmp_path / "nas"
     sessions = build_nas(nas, pcs=4, sessions_per_pc=40, seed=SEED + 1, max_hands=4)
@@ -187,6 +190,17 @@ def test_two_agents_on_one_nas_each_carries_on_when_the_other_is_killed(
             batch_size=20,
             log_level="INFO",
         )
+
+    def fast_agent() -> AgentProcess:
+        """Agent A on a machine whose clock runs an hour fast (tests/support/shifted_clock)."""
+        env = {
+            **env_for("a"),
+            "GFX_TEST_CLOCK_OFFSET": "3600",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        }
+        agent = AgentProcess(env, tmp_path / "agent-a.log")
+        agent.command = (sys.executable, "-m", "tests.support.shifted_clock")
+        return agent.start()
 
     def play(seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -212,7 +226,7 @@ def test_two_agents_on_one_nas_each_carries_on_when_the_other_is_killed(
         gateways[name].fault = None
 
     try:
-        a = AgentProcess(env_for("a"), tmp_path / "agent-a.log").start()
+        a = fast_agent()
         b = AgentProcess(env_for("b"), tmp_path / "agent-b.log").start()
         try:
             play(4)
@@ -227,6 +241,7 @@ def test_two_agents_on_one_nas_each_carries_on_when_the_other_is_killed(
             print(f"A killed: B alone equal to the NAS {took:.2f}s after the last write")
             assert upserts_stored(gateways["b"]) > before
 
+            # restarted with its clock corrected: an hour back, below every stamp it wrote
             a = AgentProcess(env_for("a"), tmp_path / "agent-a.log").start()
             a.wait_event("agent_started")
             kill_holding_work("b", b)  # and now A alone

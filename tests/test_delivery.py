@@ -11,6 +11,7 @@ task whose store calls never overlap a pending deadline, so a jump can only end 
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import tempfile
@@ -25,13 +26,14 @@ import trio.testing
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.support.records import written
 from trio_gfxsync.delivery.batching import Batch
 from trio_gfxsync.delivery.gate import UpstreamGate
 from trio_gfxsync.delivery.uploader import SLOW_DOWN_CAP, LiveDelivery, QueuedDelivery
 from trio_gfxsync.errors import UpstreamError
 from trio_gfxsync.observe.status import AgentStatus
 from trio_gfxsync.pokergfx import parse_session
-from trio_gfxsync.policy import Verdict
+from trio_gfxsync.policy import Verdict, maybe_the_records
 from trio_gfxsync.state.ledger import FileLedger
 from trio_gfxsync.state.store import Store
 
@@ -49,7 +51,7 @@ class PostgrestLike:
         self.stored: list[int] = []
         self.requests = 0
 
-    async def upsert_sessions(self, body: bytes) -> None:
+    async def upsert_sessions(self, body: bytes) -> dict[tuple[str, int], str | None]:
         self.requests += 1
         if len(body) > self.max_body:
             raise UpstreamError(413, None, "Payload Too Large")
@@ -57,6 +59,7 @@ class PostgrestLike:
         if any(row["session_id"] in self.refused for row in rows):
             raise UpstreamError(400, "23514", 'violates check constraint "demo"')
         self.stored.extend(row["session_id"] for row in rows)
+        return written(body)
 
 
 def make_record(n: int, padding: int):
@@ -155,6 +158,10 @@ ANSWERS = [
     Answer(None, None, "timed out", kind="ReadTimeout"),
     Answer(502, None, "An invalid response was received from the upstream server"),
     Answer(540, None, "Project paused"),
+    # a timeout or server error that one record alone may cause: a probe tells
+    Answer(504, None, "The upstream server is timing out"),
+    Answer(500, "57014", "canceling statement due to statement timeout"),
+    Answer(500, "XX000", "internal error in a trigger"),
     # rejected
     Answer(401, None, "Invalid API key"),
     Answer(401, "PGRST301", "JWT expired"),
@@ -192,6 +199,14 @@ class Request:
     at: float
     sessions: tuple[int, ...]
     error: UpstreamError | None
+    kind: str = "upsert"  # or "probe"
+
+
+def isolating(error: UpstreamError) -> bool:
+    """An answer one record alone may cause: the delivery asks upstream before it judges."""
+    return error.verdict in (Verdict.DOWN, Verdict.TIMED_OUT) and maybe_the_records(
+        error.status, error.code, error.kind
+    )
 
 
 class ScriptedPostgrest:
@@ -216,13 +231,21 @@ class ScriptedPostgrest:
             return UpstreamError(400, "23514", 'violates check constraint "demo"')
         return None
 
-    async def upsert_sessions(self, body: bytes) -> None:
+    async def probe(self) -> None:
+        """A read of no rows: the next scripted answer, if any, else fine."""
+        scripted = self.script.pop(0) if self.script else None
+        error = scripted.error() if scripted is not None and not scripted.several_only else None
+        self.requests.append(Request(trio.current_time(), (), error, kind="probe"))
+        if error is not None:
+            raise error
+
+    async def upsert_sessions(self, body: bytes) -> dict[tuple[str, int], str | None]:
         sessions = tuple(row["session_id"] for row in orjson.loads(body))
         error = self._answer(body, sessions)
         self.requests.append(Request(trio.current_time(), sessions, error))
         if error is None:
             self.stored.extend(sessions)
-            return
+            return written(body)
         if len(sessions) == 1 and error.verdict is Verdict.REFUSED:
             self.refusals[sessions[0]] += 1
         if len(sessions) == 1 and error.verdict is Verdict.TOO_LARGE:
@@ -230,10 +253,18 @@ class ScriptedPostgrest:
         raise error
 
     def check_pacing(self, rate_limit_max_retries: int) -> None:
-        """No request after one that stops the delivery; a Retry-After is honoured."""
+        """No request after one that stops the delivery; a Retry-After is honoured; an answer
+        one record may cause is followed by a probe, and a failed probe stops it."""
         slow = 0
         for i, request in enumerate(self.requests):
             verdict = request.error.verdict if request.error else Verdict.STORED
+            if request.kind == "probe":
+                if request.error is not None:
+                    assert i == len(self.requests) - 1, f"request after a failed probe: {self}"
+                continue
+            if request.error is not None and isolating(request.error):
+                assert self.requests[i + 1].kind == "probe", f"no probe after {request}"
+                continue
             if verdict is Verdict.SLOW_DOWN:
                 slow += 1
                 assert request.error is not None
@@ -266,6 +297,29 @@ def delivery_of(
         rate_limit_base_delay=1.0,
         rng=random.Random(0),
     )
+
+
+async def _failing_alone(store: Store) -> dict[int, int]:
+    rows = await store._run(
+        lambda: store._conn.execute(
+            "SELECT session_id, failures FROM pending_sync WHERE failures > 0"
+        ).fetchall()
+    )
+    return dict(rows)
+
+
+def alone_failures(requests: list[Request]) -> set[int]:
+    """Sessions whose single-record request failed in a way one record may cause, and whose
+    next request, a probe, found upstream answering: their trouble is their own."""
+    return {
+        request.sessions[0]
+        for request, after in itertools.pairwise(requests)
+        if len(request.sessions) == 1
+        and request.error is not None
+        and isolating(request.error)
+        and after.kind == "probe"
+        and after.error is None
+    }
 
 
 async def _queue_table(store: Store) -> dict[int, int]:
@@ -321,10 +375,13 @@ async def test_every_live_record_ends_exactly_once_whatever_upstream_answers(
             )
             await delivery.deliver(Batch(tuple(records)))
             queued = await _queue_table(store)
+            failing = await _failing_alone(store)
             dead = {e.session_id: e.reason for e in await store.dead_letters()}
             acked = await store.file_states("PC01")
         finally:
             await store.close()
+    # a record that failed alone waits apart, counted once, upstream left connected
+    assert failing == dict.fromkeys(alone_failures(upstream.requests), 1)
     every = sorted(r.session_id for r in records)
     assert sorted(upstream.stored + list(queued) + list(dead)) == every, "each exactly once"
     for sid, reason in dead.items():

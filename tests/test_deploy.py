@@ -200,6 +200,26 @@ def test_dockerfile_queue_folder_belongs_to_the_service_user() -> None:
     assert "/app/data" in command, "the NAS mount point /app/data should exist in the image"
 
 
+@pytest.mark.parametrize(
+    ("uid", "gid", "builds"),
+    [("1026", "100", True), ("<uid>", "<gid>", False), ("1026", "", False), ("", "100", False)],
+)
+def test_dockerfile_refuses_ids_that_are_not_numbers(uid: str, gid: str, builds: bool) -> None:
+    """A .env still holding the example's <uid>/<gid> (compose passes them as build args) stops
+    the build at its first step with what to do, not in useradd's words."""
+    stage = _final_stage(_instructions(DOCKERFILE.read_text()))
+    (command,) = [args for keyword, args in stage if keyword == "RUN" and "useradd" in args]
+    check = command[: command.index("esac") + len("esac")]
+    assert check.startswith("case "), command
+    result = _run(
+        ["sh", "-c", check], env={"APP_UID": uid, "APP_GID": gid, "PATH": "/usr/bin:/bin"}
+    )
+    if builds:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 1 and "fill them in .env" in result.stderr, result
+
+
 def test_dockerfile_installs_the_wheel_without_pip_cache() -> None:
     stage = _final_stage(_instructions(DOCKERFILE.read_text()))
     installs = [args for keyword, args in stage if keyword == "RUN" and "pip install" in args]
@@ -399,7 +419,7 @@ def test_compose_agrees_with_the_settings_defaults(service: dict[str, Any]) -> N
         assert str(Path(environment["GFX_SYNC_QUEUE_DB_PATH"]).parent) in targets
 
     host_port, _, container_port = service["ports"][0].rpartition(":")
-    assert host_port == "${HEALTH_PORT:-8080}"
+    assert host_port == "${NAS_PORT:-8080}"
     assert int(container_port) == defaults.health_port == 8080
     assert int(environment.get("GFX_SYNC_HEALTH_PORT", container_port)) == int(container_port)
 
@@ -431,7 +451,7 @@ def test_compose_rotates_json_logs(service: dict[str, Any]) -> None:
 
 def test_compose_variables_are_in_env_example() -> None:
     used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
-    assert {"NAS_PATH", "HEALTH_PORT"} <= used
+    assert {"NAS_PATH", "NAS_PORT"} <= used
     assigned = set(_assignments(ENV_EXAMPLE.read_text(), commented=False))
     assert used <= assigned, f"not in .env.example: {sorted(used - assigned)}"
 
@@ -484,7 +504,7 @@ def test_env_example_lists_every_setting() -> None:
     expected = {f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields}
     assert not expected - listed, f"missing from .env.example: {sorted(expected - listed)}"
     assert not listed - expected, f"unknown settings in .env.example: {sorted(listed - expected)}"
-    assert {"NAS_PATH", "HEALTH_PORT"} <= set(_assignments(text, commented=False))
+    assert {"NAS_PATH", "NAS_PORT"} <= set(_assignments(text, commented=False))
 
 
 def test_env_example_comments_every_setting() -> None:
@@ -500,9 +520,19 @@ def test_env_example_comments_every_setting() -> None:
 
 
 def test_env_example_required_placeholders() -> None:
+    """What an operator must fill in is in <angle brackets>, which deploy/nas refuses to deploy
+    and the Dockerfile refuses to build (APP_UID/APP_GID); the rest has working defaults."""
     active = _assignments(ENV_EXAMPLE.read_text(), commented=False)
+    placeholders = {name for name, value in active.items() if "<" in value}
+    assert placeholders == {
+        "GFX_SYNC_SUPABASE_URL",
+        "GFX_SYNC_SUPABASE_SECRET_KEY",
+        "NAS_PATH",
+        "APP_UID",
+        "APP_GID",
+    }
     assert active["GFX_SYNC_SUPABASE_URL"] == "https://<project>.supabase.co"
-    assert active["GFX_SYNC_SUPABASE_SECRET_KEY"].startswith("sb_secret_")
+    assert active["GFX_SYNC_SUPABASE_SECRET_KEY"] == "<sb_secret_...>"
 
 
 def test_env_example_loads_and_states_the_defaults(clean_cwd: Path) -> None:

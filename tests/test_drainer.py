@@ -27,7 +27,7 @@ import orjson
 import pytest
 import trio
 
-from tests.support.records import parsed_record
+from tests.support.records import parsed_record, written
 from trio_gfxsync.delivery import drainer as drainer_module
 from trio_gfxsync.delivery.drainer import Drainer
 from trio_gfxsync.delivery.gate import UpstreamGate
@@ -86,8 +86,9 @@ class StandIn:
         if kind == "upsert":
             self.stored.update(sessions)
 
-    async def upsert_sessions(self, body: bytes) -> None:
+    async def upsert_sessions(self, body: bytes) -> dict[tuple[str, int], str | None]:
         await self._request("upsert", body)
+        return written(body)
 
     async def insert_sync_events(self, body: bytes) -> None:
         await self._request("sync_events")

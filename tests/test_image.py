@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import venv
 from pathlib import Path
 
 import httpx
@@ -18,13 +16,12 @@ import pytest
 
 from tests.support import infra
 from tests.support.agent import agent_env, running_agent
+from tests.support.installed import APP_UID
+from tests.support.installed import as_image_user as as_app_user
 from tests.support.tree import build_nas
 from tests.support.waits import wait_until_equal
 
 pytestmark = pytest.mark.e2e
-
-REPO = Path(__file__).resolve().parent.parent
-APP_UID = 1000  # the Dockerfile's default APP_UID/APP_GID
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
@@ -33,44 +30,8 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess[str]:  # type: 
     return result
 
 
-def as_app_user(cmd: list[str]) -> list[str]:
-    """Run as uid/gid 1000 like the image's USER line, where this machine lets us."""
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() == 0 and setpriv:
-        return [setpriv, f"--reuid={APP_UID}", f"--regid={APP_UID}", "--clear-groups", *cmd]
-    return cmd
-
-
-@pytest.fixture(scope="module")
-def image_venv() -> Path:
-    root = Path(tempfile.mkdtemp(prefix="gfxsync-image-"))
-    root.chmod(0o755)
-    wheels = root / "wheels"
-    # builder stage: RUN pip wheel --wheel-dir /wheels --constraint constraints.txt .
-    constraints = str(REPO / "constraints.txt")
-    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels)]
-    run([*pip_wheel, "--constraint", constraints, str(REPO)])
-    # runtime stage: pip install --no-index --find-links=/tmp/wheels /tmp/wheels/trio_gfxsync-*.whl
-    target = root / "venv"
-    venv.EnvBuilder(with_pip=True).create(target)
-    (wheel,) = wheels.glob("trio_gfxsync-*.whl")
-    run(
-        [
-            str(target / "bin" / "pip"),
-            "install",
-            "--quiet",
-            "--no-cache-dir",
-            "--no-index",
-            f"--find-links={wheels}",
-            str(wheel),
-        ]
-    )
-    yield target
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def test_image_entrypoint_and_healthcheck_work_from_a_fresh_install(
-    image_venv: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+    installed_venv: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
 ) -> None:
     app = Path(tempfile.mkdtemp(prefix="gfxsync-app-"))
     try:
@@ -90,11 +51,11 @@ def test_image_entrypoint_and_healthcheck_work_from_a_fresh_install(
                 "GFX_SYNC_HEALTH_HOST": "0.0.0.0",
                 "GFX_SYNC_HEALTH_PORT": str(port),
                 "PYTHONUNBUFFERED": "1",
-                "PATH": f"{image_venv / 'bin'}:{os.environ['PATH']}",
+                "PATH": f"{installed_venv / 'bin'}:{os.environ['PATH']}",
             }
         )
         env.pop("PYTHONPATH", None)
-        bin_ = image_venv / "bin" / "trio-gfxsync"
+        bin_ = installed_venv / "bin" / "trio-gfxsync"
 
         schema = run([str(bin_), "schema"], env=env, cwd=app)
         assert "create table if not exists public.gfx_sessions" in schema.stdout.lower()

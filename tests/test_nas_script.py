@@ -1,11 +1,13 @@
-"""deploy/nas (issue 12): deploy, upgrade, watch and roll back the NAS container over SSH.
+"""deploy/nas (issues 12, 23, 26): deploy, upgrade, watch and roll back the NAS container over SSH.
 
 No Docker engine and no NAS here: the script runs against fakes on PATH. The fake `ssh` records
 its argv and runs the remote command with `sh` in a folder standing for the NAS (`/volume1/...`
 is mapped under tmp_path, HOME is there too); the fake `docker` records its argv and plays a
-scenario (health per started container, a failing build, queue schemas, log lines); the fake
-`sudo` records and runs what it is given. All three append to one event log, so the order of the
-steps across ssh and docker can be asserted: stream, build, tag, up, wait, keep or roll back.
+scenario (health per started container, a failing build, queue schemas, log lines, what each
+version's agent answers to `healthcheck --json`, images built for a uid, the queue volume's
+owner); the fake `sudo` records and runs what it is given. All three append to one event log,
+so the order of the steps across ssh and docker can be asserted: stream, build, tag, up, wait,
+keep or roll back.
 
 The project is a throwaway git repository holding this checkout's deploy files and the script,
 so the tests do not depend on (or disturb) the working tree around them.
@@ -18,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -66,7 +69,10 @@ sys.exit(result.returncode)
 '''
 
 FAKE_DOCKER = r'''#!{python}
-"""Fake docker: record, keep images and one container in a state file, play the scenario."""
+"""Fake docker: record, keep images, one container and the queue volume in a state file, play
+the scenario. Images remember the user they were built for (APP_UID:APP_GID); the volume takes
+its owner from the first image that mounts it, as Docker copies it from the image; a container
+whose user is not the volume's owner cannot open its queue and turns unhealthy."""
 import json, os, sys
 argv = sys.argv[1:]
 side = os.environ.get("FAKE_SIDE", "local")
@@ -77,7 +83,8 @@ try:
     with open(state_path) as f:
         state = json.load(f)
 except FileNotFoundError:
-    state = {"images": {}, "container": None, "scenario": None, "ups": 0, "next_id": 1}
+    state = {"images": {}, "users": {}, "container": None, "volume_owner": None,
+             "scenario": None, "ups": 0, "next_id": 1}
 if state["scenario"] != scenario["id"]:
     state["scenario"], state["ups"] = scenario["id"], 0
 with open(os.environ["FAKE_EVENTS"], "a") as f:
@@ -94,20 +101,45 @@ def fail(message, code=1):
     save()
     sys.exit(code)
 
-def new_id():
+def new_id(user):
     state["next_id"] += 1
-    return "sha256:%04d" % state["next_id"]
+    image_id = "sha256:%064x" % state["next_id"]
+    state["users"][image_id] = user
+    return image_id
 
 def opt(name):
     return argv[argv.index(name) + 1] if name in argv else None
 
+def build_user():
+    args = dict(a.split("=", 1) for a in argv if a.startswith("APP_"))
+    return "%s:%s" % (args.get("APP_UID", "1000"), args.get("APP_GID", "1000"))
+
+def render(template, container):
+    image_id = container["image_id"]
+    sequence = container["sequence"]
+    health = sequence[min(container["polls"], len(sequence) - 1)]
+    if "{{.State.Health.Status}}" in template:
+        container["polls"] += 1
+    for key, value in (("{{.Image}}", image_id), ("{{.State.Status}}", container["status"]),
+                       ("{{.Config.User}}", state["users"][image_id]),
+                       ("{{.Name}}", "/" + container["name"]),
+                       ("{{.Config.Image}}", container["image"]),
+                       ("{{.State.Health.Status}}", health),
+                       ("{{.State.StartedAt}}", "2026-01-01T00:00:00Z"),
+                       ("{{.RestartCount}}", "0")):
+        template = template.replace(key, value)
+    return template
+
+if scenario.get("docker_denied"):
+    fail("permission denied while trying to connect to the Docker daemon socket at "
+         "unix:///var/run/docker.sock: Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.43/images/json\"")
 cmd = argv[0] if argv else ""
 if cmd == "build":
     if "-" in argv[1:]:
         sys.stdin.buffer.read()
     if scenario.get("build_fail"):
         fail("ERROR: failed to solve: process \"pip wheel\" did not complete successfully")
-    state["images"][opt("-t")] = new_id()
+    state["images"][opt("-t")] = new_id(build_user())
     print("Successfully tagged " + opt("-t"))
 elif cmd == "tag":
     source, dest = argv[1], argv[2]
@@ -116,6 +148,30 @@ elif cmd == "tag":
     state["images"][dest] = state["images"][source]
 elif cmd == "rmi":
     state["images"].pop(argv[1], None)
+elif cmd == "images":
+    for name, image_id in sorted(state["images"].items()):
+        if name.split(":", 1)[0] == argv[-1]:
+            print(name.split(":", 1)[1], image_id)
+elif cmd == "image" and argv[1] == "inspect":
+    if argv[-1] not in state["images"]:
+        fail("Error: No such image: " + argv[-1])
+    image_id = state["images"][argv[-1]]
+    print(opt("--format").replace("{{.Config.User}}", state["users"][image_id])
+          .replace("{{.Id}}", image_id))
+elif cmd == "compose" and "run" in argv:
+    image = os.environ.get("GFXSYNC_IMAGE")
+    if image not in state["images"]:
+        fail("pull access denied for %s" % image)
+    if state["volume_owner"] is None:
+        state["volume_owner"] = state["users"][state["images"][image]]
+    entrypoint = opt("--entrypoint")
+    assert opt("--user") == "0:0", argv
+    if entrypoint == "stat":
+        print(state["volume_owner"])
+    elif entrypoint == "chown":
+        state["volume_owner"] = argv[-2]
+elif cmd == "compose" and "stop" in argv:
+    state["container"] = None
 elif cmd == "compose" and "up" in argv:
     image = os.environ.get("GFXSYNC_IMAGE")
     if not os.path.isfile("docker-compose.yml") or not os.path.isfile("docker-compose.nas.yml"):
@@ -131,22 +187,25 @@ elif cmd == "compose" and "up" in argv:
     ups = scenario.get("ups", [])
     sequence = ups[state["ups"]] if state["ups"] < len(ups) else scenario.get("health", ["healthy"])
     state["ups"] += 1
+    image_id = state["images"][image]
+    if state["volume_owner"] is None:
+        state["volume_owner"] = state["users"][image_id]
+    if state["volume_owner"] != state["users"][image_id]:
+        sequence = ["starting", "unhealthy"]  # sqlite3.OperationalError: readonly database
     running = state["container"]
-    if running is None or running["image"] != image or "--force-recreate" in argv:
-        state["container"] = {"image": image, "sequence": sequence, "polls": 0}
+    if (running is None or running["image_id"] != image_id or running["name"] != "trio-gfxsync"
+            or "--force-recreate" in argv):
+        state["container"] = {"image": image, "image_id": image_id, "sequence": sequence,
+                              "polls": 0, "status": "running", "name": "trio-gfxsync"}
 elif cmd == "inspect":
     container = state["container"]
-    if container is None:
-        fail("Error: No such object: trio-gfxsync")
-    if "{{.State.Health.Status}}" == opt("--format"):
-        sequence = container["sequence"]
-        print(sequence[min(container["polls"], len(sequence) - 1)])
-        container["polls"] += 1
-    else:
-        print("container: /trio-gfxsync %s running" % container["image"])
+    if container is None or argv[-1] != container["name"]:
+        fail("Error: No such object: " + argv[-1])
+    print(render(opt("--format"), container))
 elif cmd == "run" and "version" in argv:
-    image = [a for a in argv if a.startswith("trio-gfxsync:")][0]
-    schema = scenario.get("schemas", {}).get(image.split(":", 1)[1], scenario.get("schema"))
+    image = [a for a in argv if a.startswith("trio-gfxsync:") or a.startswith("sha256:")][0]
+    tag = image.split(":", 1)[1] if image.startswith("trio-gfxsync:") else image
+    schema = scenario.get("schemas", {}).get(tag, scenario.get("schema"))
     if schema is None:
         fail("trio-gfxsync: error: invalid choice: 'version'", 2)
     print("trio-gfxsync 1.2.3")
@@ -154,13 +213,32 @@ elif cmd == "run" and "version" in argv:
 elif cmd == "logs":
     print("\n".join(scenario.get("logs", [])))
 elif cmd == "exec":
-    print("in container: " + " ".join(argv[2:]))
+    container = state["container"]
+    if container is None or argv[1] != container["name"]:
+        fail("Error response from daemon: No such container: " + argv[1])
+    if argv[2:5] == ["trio-gfxsync", "healthcheck", "--json"]:
+        tag = container["image"].split(":", 1)[1]
+        reports = scenario.get("reports", {})
+        report = reports.get(tag) or reports.get("*") or {"status": "healthy", "reason_codes": []}
+        if report.get("old_agent"):
+            fail("trio-gfxsync: error: unrecognized arguments: --json", 2)
+        document = {"status": report["status"], "reasons": report.get("reasons", []),
+                    "components": {"supabase": "connected"}}
+        if "reason_codes" in report:
+            document["reason_codes"] = report["reason_codes"]
+        print(json.dumps(document, separators=(",", ":")))
+        save()
+        sys.exit(0 if report["status"] != "unhealthy" else 1)
+    print("in container: " + json.dumps(argv[2:]))
+    save()
+    sys.exit(scenario.get("exec_exit", 0))
 elif cmd == "save":
-    sys.stdout.write("FAKEIMAGE %s %s\n" % (argv[1], state["images"][argv[1]]))
+    image_id = state["images"][argv[1]]
+    sys.stdout.write("FAKEIMAGE %s %s\n" % (argv[1], state["users"][image_id]))
 elif cmd == "load":
     for line in sys.stdin.read().splitlines():
-        _, name, _ = line.split()
-        state["images"][name] = new_id()
+        _, name, user = line.split()
+        state["images"][name] = new_id(user)
         print("Loaded image: " + name)
 save()
 '''
@@ -203,7 +281,9 @@ class Run:
         return [e["argv"] for e in self.events if e["kind"] == "docker" and e["side"] == side]
 
     def steps(self) -> list[str]:
-        """The run as named steps, in order (repeats collapsed: the polls are one `wait`)."""
+        """The run as named steps, in order (repeats collapsed: the polls are one `wait`). What
+        every command reads first (images, the container) and the queue owner's check are not
+        steps; `reasons` is the running version's /health read before anything changes."""
         names: list[str] = []
         for event in self.events:
             if event["kind"] == "ssh" and "tar -xf -" in event["command"]:
@@ -218,8 +298,12 @@ class Run:
                     name = "tag-latest" if argv[2].endswith(":latest") else "tag"
                 elif argv[0] == "compose" and "up" in argv:
                     name = "up " + (event["image_env"] or "?").split(":", 1)[1]
-                elif argv[0] == "inspect":
+                elif argv[0] == "compose" and "chown" in argv:
+                    name = "chown-queue"
+                elif argv[0] == "inspect" and "{{.State.Health.Status}}" in argv:
                     name = "wait"
+                elif argv[0] == "exec" and argv[2:4] == ["trio-gfxsync", "healthcheck"]:
+                    name = "wait" if any(n.startswith("up ") for n in names) else "reasons"
                 elif argv[0] == "run":
                     name = "schema"
                 elif argv[0] == "load":
@@ -254,6 +338,36 @@ class Nas:
         self.scenario = {"id": uuid.uuid4().hex, **scenario}
 
     def run(self, *args: str, env: dict[str, str] | None = None, shell: str = "") -> Run:
+        result = subprocess.run(
+            [*shell.split(), str(self.repo / "deploy" / "nas"), *args],
+            capture_output=True,
+            text=True,
+            env=self._env(env, shell),
+            cwd=self.tmp,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        return Run(result.returncode, result.stdout, result.stderr, self.read_events())
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """The script as a process of its own session (a laptop's terminal), output piped."""
+        return subprocess.Popen(
+            [str(self.repo / "deploy" / "nas"), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self._env(None, ""),
+            cwd=self.tmp,
+            start_new_session=True,
+        )
+
+    def read_events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.events.read_text().splitlines()]
+
+    def docker_state(self) -> dict[str, Any]:
+        return json.loads((self.tmp / "docker-state.nas").read_text())
+
+    def _env(self, env: dict[str, str] | None, shell: str) -> dict[str, str]:
         scenario_path = self.tmp / "scenario.json"
         scenario_path.write_text(json.dumps(self.scenario or {"id": "default"}))
         self.events.write_text("")
@@ -268,25 +382,31 @@ class Nas:
             "FAKE_DOCKER_STATE": str(self.tmp / "docker-state"),
             **(env or {}),
         }
-        for name in ("NAS_DIR", "NAS_SUDO", "NAS_TIMEOUT", "NAS_SETTLE", "NAS_SSH", "NAS_TARGET"):
-            if env is None or name not in env:
-                full_env.pop(name, None)
+        for name in list(full_env):
+            if name.startswith(("DEPLOY_", "NAS_")) and (env is None or name not in env):
+                full_env.pop(name)
         if shell:
             full_env["FAKE_REMOTE_SHELL"] = shell
-        result = subprocess.run(
-            [*shell.split(), str(self.repo / "deploy" / "nas"), *args],
-            capture_output=True,
-            text=True,
-            env=full_env,
-            cwd=self.tmp,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
-        events = [json.loads(line) for line in self.events.read_text().splitlines()]
-        return Run(result.returncode, result.stdout, result.stderr, events)
+        return full_env
 
     def deploy(self, *args: str) -> Run:
         return self.run("deploy", TARGET, *FAST, *args)
+
+    @property
+    def share(self) -> Path:
+        """The PokerGFX share on the NAS, as this machine sees it (/volume1/pokergfx there)."""
+        return self.root / "volume1" / "pokergfx"
+
+    def fill_env(self, folder: str = REMOTE, **lines: str) -> Path:
+        """A completed .env on the NAS: the example with every placeholder filled in."""
+        env = self.root / folder.lstrip("/") / ".env"
+        env.parent.mkdir(parents=True, exist_ok=True)
+        env.write_text(filled(self.example(), **{"NAS_PATH": str(self.share), **lines}))
+        env.chmod(0o600)
+        return env
+
+    def example(self) -> str:
+        return (self.repo / "deploy" / ".env.example").read_text()
 
     def change(self, text: str = "changed") -> None:
         """An uncommitted change: the next deploy has a new hash."""
@@ -308,6 +428,27 @@ class Nas:
                 continue  # docker save's stream in the --image test
             tars.append(members)
         return tars
+
+
+COMPLETE = {
+    "GFX_SYNC_SUPABASE_URL": "https://abcdefghijklmnop.supabase.co",
+    "GFX_SYNC_SUPABASE_SECRET_KEY": NAS_SECRET,
+    "APP_UID": "1000",
+    "APP_GID": "1000",
+}
+
+
+def filled(text: str, **lines: str) -> str:
+    """`text` (an .env) with these lines set, and every other placeholder line completed."""
+    values = {**COMPLETE, **lines}
+    out = []
+    for line in text.splitlines():
+        name, sep, _ = line.partition("=")
+        if sep and name in values:
+            line = f"{name}={values.pop(name)}"
+        out.append(line)
+    out += [f"{name}={value}" for name, value in values.items()]
+    return "\n".join(out) + "\n"
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -358,6 +499,7 @@ def nas(tmp_path: Path) -> Nas:
     _write_fake(fake_bin / "sudo", FAKE_SUDO)
     root = tmp_path / "nasroot"
     (root / "home").mkdir(parents=True)
+    (root / "volume1" / "pokergfx" / "PC01").mkdir(parents=True)
     (tmp_path / "stdin").mkdir()
     events = tmp_path / "events.jsonl"
     events.write_text("")
@@ -378,7 +520,13 @@ def _assert_queue_kept(run: Run) -> None:
             assert not {"-v", "--volumes", "-V", "--renew-anon-volumes"} & set(argv), argv
 
 
+# an upgrade's steps up to `up`: what runs is asked for its reason codes before anything changes
+UPGRADE = ["reasons", "stream", "build", "tag"]
+
+
 def _good(nas: Nas) -> tuple[Run, str]:
+    if not (nas.remote / ".env").exists() and not (nas.remote / "deploy" / ".env").exists():
+        nas.fill_env()
     nas.play(health=["healthy"], schema=1)
     run = nas.deploy()
     assert run.code == 0, run.text
@@ -445,6 +593,7 @@ def test_compose_override_passes_the_compose_spec_schema() -> None:
 
 
 def test_good_first_deploy(nas: Nas) -> None:
+    nas.fill_env()
     nas.play(ups=[["starting", "starting", "healthy"]], schema=1)
     run = nas.deploy("--settle", "1")
     assert run.code == 0, run.text
@@ -452,7 +601,7 @@ def test_good_first_deploy(nas: Nas) -> None:
     assert run.steps() == ["stream", "build", "tag", f"up {tag}", "wait", "tag-latest"]
     assert all(e["target"] == TARGET for e in run.events if e["kind"] == "ssh")
     # the build is tagged with the version and the git revision
-    build = run.docker()[0]
+    (build,) = only(run, "build")
     assert build[build.index("-t") + 1] == f"trio-gfxsync:{tag}"
     revision = _git(nas.repo, "rev-parse", "--short=7", "HEAD").strip()
     assert f"org.opencontainers.image.revision={revision}" in build
@@ -478,7 +627,7 @@ def test_upgrade_keeps_the_previous_tag(nas: Nas) -> None:
     assert run.code == 0, run.text
     second = _tag_of(run)
     assert second != first and second.split("-")[2] == "dirty"
-    assert run.steps() == ["stream", "build", "tag", f"up {second}", "wait", "tag-latest"]
+    assert run.steps() == [*UPGRADE, f"up {second}", "wait", "tag-latest"]
     assert (nas.state("current"), nas.state("previous")) == (second, first)
     assert f"previous trio-gfxsync:{first} kept for rollback" in run.out
     assert {p.name for p in (nas.remote / "releases").iterdir()} == {first, second}
@@ -492,16 +641,7 @@ def test_never_healthy_rolls_back(nas: Nas) -> None:
     run = nas.deploy("--timeout", "2")
     assert run.code != 0
     second = _tag_of(run)
-    assert run.steps() == [
-        "stream",
-        "build",
-        "tag",
-        f"up {second}",
-        "wait",
-        "schema",
-        f"up {first}",
-        "wait",
-    ]
+    assert run.steps() == [*UPGRADE, f"up {second}", "wait", "schema", f"up {first}", "wait"]
     assert f"rolled back to trio-gfxsync:{first} because trio-gfxsync:{second}" in run.err
     assert "not healthy within 2s (last status: starting)" in run.err
     assert nas.state("current") == first and nas.state("failed") == second
@@ -531,14 +671,18 @@ def test_healthy_then_unhealthy_in_the_settle_window_rolls_back(nas: Nas) -> Non
 
 
 def test_first_deploy_never_healthy_has_nothing_to_roll_back_to(nas: Nas) -> None:
+    nas.fill_env()
     nas.play(health=["starting"], schema=1)
     run = nas.deploy("--timeout", "1")
     assert run.code != 0
     tag = _tag_of(run)
     assert run.steps() == ["stream", "build", "tag", f"up {tag}", "wait"]
-    assert "no previous version to roll back to" in run.err
-    assert "Fill these in" in run.err, "a fresh .env is the likely cause: say so again"
-    assert nas.state("current") == ""
+    assert "no earlier release to roll back to" in run.err
+    # what it advises works: deploy again (restart would say "nothing deployed")
+    assert f"deploy/nas deploy {TARGET}" in run.err and f"logs {TARGET} --errors" in run.err
+    assert "restart" not in run.err
+    assert nas.state("current") == "" and nas.state("failed") == tag
+    assert nas.state("pending") == "", "the outcome clears state/pending"
 
 
 def test_compose_up_failure_rolls_back(nas: Nas) -> None:
@@ -556,6 +700,7 @@ def test_compose_up_failure_rolls_back(nas: Nas) -> None:
 @pytest.mark.parametrize("shell", ["bash --posix", "bash"])
 def test_runs_under_bash_too(nas: Nas, shell: str) -> None:
     """macOS's /bin/sh is bash 3.2 in POSIX mode; DSM's /bin/sh is bash."""
+    nas.fill_env()
     nas.play(health=["healthy"], schema=1)
     first = nas.run("deploy", TARGET, *FAST, shell=shell)
     assert first.code == 0, first.text
@@ -574,8 +719,9 @@ def test_build_failure_starts_nothing(nas: Nas) -> None:
     nas.play(build_fail=True, schema=1)
     run = nas.deploy()
     assert run.code != 0
-    assert run.steps() == ["stream", "build"]
-    assert "build failed" in run.err and f"trio-gfxsync:{first} is still running" in run.err
+    assert run.steps() == ["reasons", "stream", "build"]
+    assert "build failed" in run.err and f"trio-gfxsync:{first} (container" in run.err
+    assert "is still running" in run.err
     assert "pip wheel" in run.err, "the end of the build output is shown"
     assert nas.state("current") == first
 
@@ -587,6 +733,7 @@ def test_repeated_deploy_with_no_change_restarts_nothing(nas: Nas) -> None:
     assert run.code == 0, run.text
     assert run.steps() == ["wait"], "only the health is read"
     assert not [a for a in run.docker() if a[0] in ("build", "tag", "compose", "restart", "rm")]
+    assert not [a for a in run.docker() if a[0] == "exec"], "nothing asked of the container"
     assert len(run.ssh) == 2 and "tar" not in " ".join(run.ssh)
     assert "no change" in run.out and first in run.out
     assert nas.state("current") == first
@@ -600,7 +747,8 @@ def test_no_change_but_container_gone_starts_it_again(nas: Nas) -> None:
     state.write_text(json.dumps(data))
     run = nas.deploy()
     assert run.code == 0, run.text
-    assert run.steps() == ["wait", f"up {first}", "wait"]
+    assert run.steps() == [f"up {first}", "wait"]
+    assert "no change since" in run.out and "not what runs: starting it" in run.out
 
 
 def test_committed_change_is_a_change_too(nas: Nas) -> None:
@@ -620,8 +768,8 @@ def test_rebuild_builds_again_without_cache_under_its_own_tag(nas: Nas) -> None:
     nas.play(health=["healthy"], schema=1)
     run = nas.deploy("--rebuild")
     assert run.code == 0, run.text
-    build = run.docker()[0]
-    assert build[0] == "build" and "--no-cache" in build
+    (build,) = only(run, "build")
+    assert "--no-cache" in build
     assert nas.state("current").startswith(first + ".r") and nas.state("previous") == first
     nas.play(health=["healthy"], schema=1)
     again = nas.deploy()
@@ -651,6 +799,7 @@ def test_dry_run_runs_nothing_remote(nas: Nas) -> None:
 
 
 def test_remote_folder_option(nas: Nas) -> None:
+    nas.fill_env("/volume1/apps/gfx")
     nas.play(health=["healthy"], schema=1)
     run = nas.run("deploy", TARGET, *FAST, "--dir", "/volume1/apps/gfx")
     assert run.code == 0, run.text
@@ -661,23 +810,136 @@ def test_remote_folder_option(nas: Nas) -> None:
 # -- .env and secrets ------------------------------------------------------------------------------
 
 
-def test_env_created_from_example_once_then_never_overwritten(nas: Nas) -> None:
-    run, _ = _good(nas)
+def _nothing_built_or_started(run: Run) -> None:
+    assert run.code == 1, run.text
+    assert not [e for e in run.events if e["kind"] == "ssh" and "tar -xf -" in e["command"]]
+    touched = [a for a in run.docker() if a[0] not in ("images", "inspect")]
+    assert touched == [], "only read: no build, no tag, no compose, no exec"
+    assert "Nothing was built or started" in run.err
+
+
+def _share_owner(nas: Nas) -> tuple[int, int]:
+    """The share's owner as a DSM user's (root can hand it to 1026:100; others keep theirs)."""
+    if os.geteuid() == 0:
+        os.chown(nas.share, 1026, 100)
+    info = nas.share.stat()
+    return info.st_uid, info.st_gid
+
+
+def test_first_deploy_without_env_writes_it_builds_nothing_and_says_what_to_fill(
+    nas: Nas,
+) -> None:
+    uid, gid = _share_owner(nas)
+    run = nas.deploy("--nas-path", "/volume1/pokergfx")
+    _nothing_built_or_started(run)
     env = nas.remote / ".env"
-    assert env.read_text() == (nas.repo / "deploy" / ".env.example").read_text()
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    assert "Fill these in" in run.err and "GFX_SYNC_SUPABASE_URL" in run.err
-    env.write_text(f"GFX_SYNC_SUPABASE_SECRET_KEY={NAS_SECRET}\nHEALTH_PORT=8181\n")
-    nas.change()
-    nas.play(health=["healthy"], schema=1)
+    # the example, with what could be learned on the NAS and nothing else
+    expected = re.sub(r"(?m)^NAS_PATH=.*$", "NAS_PATH=/volume1/pokergfx", nas.example())
+    expected = re.sub(r"(?m)^APP_UID=.*$", f"APP_UID={uid}", expected)
+    expected = re.sub(r"(?m)^APP_GID=.*$", f"APP_GID={gid}", expected)
+    assert env.read_text() == expected
+    assert f"APP_UID={uid} (the owner of /volume1/pokergfx)" in run.out
+    # the lines still to fill in, each with its comment from the example, and nothing else
+    listed = re.findall(r"^ {8}([A-Z][A-Z0-9_]*)=", run.err, re.M)
+    assert listed == ["GFX_SYNC_SUPABASE_URL", "GFX_SYNC_SUPABASE_SECRET_KEY"], run.err
+    assert "        # Project URL from Supabase" in run.err
+    # the exact commands: how to edit it, and what to run next (deploy, never restart)
+    assert f"ssh -t {TARGET} vi {REMOTE}/.env" in run.err
+    assert run.err.rstrip().endswith(f"then run again: deploy/nas deploy {TARGET}")
+    assert "restart" not in run.text
+    assert nas.state("current") == "" and nas.state("pending") == ""
+
+
+def test_placeholders_left_stop_the_deploy_again_and_a_completed_env_deploys(nas: Nas) -> None:
+    _nothing_built_or_started(nas.deploy())
+    env = nas.remote / ".env"
+    written = env.read_text()
     again = nas.deploy()
-    assert again.code == 0, again.text
-    assert env.read_text() == f"GFX_SYNC_SUPABASE_SECRET_KEY={NAS_SECRET}\nHEALTH_PORT=8181\n"
-    assert "Fill these in" not in again.text
-    assert "dashboard: http://nas.example:8181/" in again.out
+    _nothing_built_or_started(again)
+    listed = re.findall(r"^ {8}([A-Z][A-Z0-9_]*)=", again.err, re.M)
+    assert listed == [
+        "GFX_SYNC_SUPABASE_URL",
+        "GFX_SYNC_SUPABASE_SECRET_KEY",
+        "NAS_PATH",
+        "APP_UID",
+        "APP_GID",
+    ], again.err
+    assert "--nas-path /volume1/<share>" in again.err
+    assert env.read_text() == written, "the operator's .env is never rewritten"
+
+    # one placeholder left is enough to stop
+    env.write_text(filled(written, NAS_PATH=str(nas.share), APP_GID="<gid>"))
+    one_left = nas.deploy()
+    _nothing_built_or_started(one_left)
+    assert re.findall(r"^ {8}([A-Z][A-Z0-9_]*)=", one_left.err, re.M) == ["APP_GID"]
+
+    completed = filled(written, NAS_PATH=str(nas.share))
+    env.write_text(completed)
+    nas.play(health=["healthy"], schema=1)
+    run = nas.deploy()
+    assert run.code == 0, run.text
+    assert nas.state("current") == _tag_of(run)
+    assert env.read_text() == completed
+    assert "Nothing was built" not in run.text
     # compose reads the one .env through the release's deploy/.env
-    release_env = nas.remote / "releases" / _tag_of(again) / "deploy" / ".env"
+    release_env = nas.remote / "releases" / _tag_of(run) / "deploy" / ".env"
     assert release_env.is_symlink() and release_env.resolve() == env.resolve()
+
+
+def test_a_share_owned_by_root_lends_no_ids(nas: Nas) -> None:
+    """DSM's shares often belong to root (ACLs decide who reads them): uid 0 is never taken."""
+    run = nas.deploy("--nas-path", "/usr/share")
+    _nothing_built_or_started(run)
+    text = (nas.remote / ".env").read_text()
+    assert "NAS_PATH=/usr/share\n" in text and "APP_UID=<" in text and "APP_GID=<" in text
+    assert "/usr/share belongs to root" in run.err and f"ssh {TARGET} id <user>" in run.err
+
+
+def test_a_nas_path_that_is_no_folder_stops_the_deploy(nas: Nas) -> None:
+    missing = nas.deploy("--nas-path", "/volume1/pokergxf")
+    _nothing_built_or_started(missing)
+    assert "--nas-path /volume1/pokergxf is not a folder" in missing.err
+    assert "NAS_PATH=/volume1/<share>" in (nas.remote / ".env").read_text(), "nothing learned"
+    # a completed .env whose NAS_PATH is not there: docker would mount an empty folder
+    nas.fill_env(NAS_PATH=str(nas.root / "volume1" / "pokergxf"))
+    typo = nas.deploy()
+    _nothing_built_or_started(typo)
+    assert "pokergxf (from .env) is not a folder" in typo.err
+
+
+def test_the_nas_name_becomes_the_venue_when_the_example_has_one(nas: Nas) -> None:
+    example = nas.repo / "deploy" / ".env.example"
+    if "GFX_SYNC_VENUE=" not in example.read_text():
+        with example.open("a") as f:
+            f.write("# The venue's name in the fleet view.\n# GFX_SYNC_VENUE=\n")
+    run = nas.deploy()
+    _nothing_built_or_started(run)
+    venue = os.uname().nodename  # the fake NAS is this machine: its `uname -n`
+    assert f"\nGFX_SYNC_VENUE={venue}\n" in (nas.remote / ".env").read_text()
+    assert f"GFX_SYNC_VENUE={venue} (the NAS's host name)" in run.out
+
+
+def test_an_env_with_the_old_port_name_stops_with_the_command_that_renames_it(nas: Nas) -> None:
+    env = nas.fill_env()
+    env.write_text(env.read_text().replace("NAS_PORT=", "HEALTH_PORT=").replace("=8080", "=8181"))
+    run = nas.deploy()
+    _nothing_built_or_started(run)
+    assert f"""ssh {TARGET} "sed -i 's/^HEALTH_PORT=/NAS_PORT=/' {REMOTE}/.env\"""" in run.err
+    env.write_text(env.read_text().replace("HEALTH_PORT=", "NAS_PORT="))
+    nas.play(health=["healthy"], schema=1)
+    fixed = nas.deploy()
+    assert fixed.code == 0, fixed.text
+    assert "dashboard: http://nas.example:8181/" in fixed.out
+
+
+def test_docker_not_usable_yet_stops_before_anything_with_the_group_steps(nas: Nas) -> None:
+    nas.fill_env()
+    nas.play(docker_denied=True)
+    run = nas.deploy()
+    _nothing_built_or_started(run)
+    assert "permission denied while trying to connect to the Docker daemon socket" in run.err
+    assert "docker group" in run.err and f"ssh -O exit {TARGET}" in run.err
 
 
 def test_existing_env_from_a_manual_install_is_adopted(nas: Nas) -> None:
@@ -757,8 +1019,17 @@ def test_failed_deploy_does_not_roll_back_across_a_schema_change(nas: Nas) -> No
     nas.play(ups=[["unhealthy"]], schema=2, schemas={first: 1})
     run = nas.deploy()
     assert run.code != 0
+    second = _tag_of(run)
     assert "not rolled back" in run.err and "user_version only moves forward" in run.err
-    assert [s for s in run.steps() if s.startswith("up")] == [f"up {_tag_of(run)}"]
+    assert [s for s in run.steps() if s.startswith("up")] == [f"up {second}"]
+    assert (nas.state("current"), nas.state("failed"), nas.state("pending")) == (first, second, "")
+    # what it advises goes back one release, to what ran before, not two
+    assert f"deploy/nas rollback {TARGET} --force" in run.err
+    nas.play(health=["healthy"], schema=2, schemas={first: 1})
+    back = nas.run("rollback", TARGET, *FAST, "--force")
+    assert back.code == 0, back.text
+    assert [s for s in back.steps() if s.startswith("up")] == [f"up {first}"]
+    assert nas.state("current") == first
 
 
 def test_rollback_with_images_that_do_not_know_version_is_allowed(nas: Nas) -> None:
@@ -787,33 +1058,39 @@ LOG_LINES = [
 ]
 
 
+def only(run: Run, command: str) -> list[list[str]]:
+    """The NAS's docker calls of one kind (every command first reads images and the container)."""
+    return [argv for argv in run.docker() if argv[0] == command]
+
+
 def test_logs_errors_keeps_only_non_info_lines(nas: Nas) -> None:
+    _good(nas)
     nas.play(logs=LOG_LINES)
     plain = nas.run("logs", TARGET, "--tail", "50")
     assert plain.code == 0, plain.text
     assert plain.out.splitlines() == LOG_LINES
-    assert plain.docker() == [["logs", "--tail", "50", "trio-gfxsync"]]
+    assert only(plain, "logs") == [["logs", "--tail", "50", "trio-gfxsync"]]
     errors = nas.run("logs", TARGET, "--errors")
     assert errors.code == 0, errors.text
     assert errors.out.splitlines() == [LOG_LINES[1], LOG_LINES[3], LOG_LINES[4]]
     follow = nas.run("logs", TARGET, "-f", "--errors")
-    assert follow.docker() == [["logs", "--tail", "200", "-f", "trio-gfxsync"]]
+    assert only(follow, "logs") == [["logs", "--tail", "200", "-f", "trio-gfxsync"]]
 
 
 def test_check_dlq_status_restart_go_through_the_container(nas: Nas) -> None:
     _, first = _good(nas)
     nas.play(health=["healthy"])
     check = nas.run("check", TARGET)
-    assert check.code == 0 and "in container: trio-gfxsync check" in check.out
-    assert nas.run("dlq", TARGET, "list").docker() == [
+    assert check.code == 0 and 'in container: ["trio-gfxsync", "check"]' in check.out
+    assert only(nas.run("dlq", TARGET, "list"), "exec") == [
         ["exec", "trio-gfxsync", "trio-gfxsync", "dlq", "list"]
     ]
-    assert nas.run("dlq", "replay", "--all", TARGET).docker() == [
+    assert only(nas.run("dlq", "replay", "--all", TARGET), "exec") == [
         ["exec", "trio-gfxsync", "trio-gfxsync", "dlq", "replay", "--all"]
     ]
-    assert nas.run("dlq", TARGET, "replay", "7").docker()[0][-2:] == ["replay", "7"]
+    assert only(nas.run("dlq", TARGET, "replay", "7"), "exec")[0][-2:] == ["replay", "7"]
     assert nas.run("dlq", TARGET, "purge", "7").code == 2
-    from_env = nas.run("dlq", "list", env={"NAS_TARGET": TARGET})
+    from_env = nas.run("dlq", "list", env={"DEPLOY_HOST": TARGET})
     assert from_env.code == 0 and from_env.events[0]["target"] == TARGET, from_env.text
     status = nas.run("status", TARGET)
     assert status.code == 0, status.text
@@ -824,9 +1101,11 @@ def test_check_dlq_status_restart_go_through_the_container(nas: Nas) -> None:
     assert restart.code == 0, restart.text
     up = [a for a in restart.docker() if a[0] == "compose"]
     assert up and "--force-recreate" in up[0] and restart.steps() == [f"up {first}", "wait"]
+    assert f"running:  trio-gfxsync:{first} (container trio-gfxsync, running)" in status.out
 
 
 def test_sudo_mode_prefixes_only_docker(nas: Nas) -> None:
+    nas.fill_env()
     nas.play(ups=[["healthy"]], schema=1)
     run = nas.deploy("--sudo")
     assert run.code == 0, run.text
@@ -844,11 +1123,12 @@ def test_sudo_mode_prefixes_only_docker(nas: Nas) -> None:
             assert re.match(r'sudo -n (GFXSYNC_IMAGE=\S+ )?"\$D" ', rest), command
     stream = next(c for c in run.ssh if "tar -xf -" in c)
     assert "sudo" not in stream, "tar and file writes never run as root"
-    again = nas.run("deploy", TARGET, *FAST, env={"NAS_SUDO": "1"})
+    again = nas.run("deploy", TARGET, *FAST, env={"DEPLOY_SUDO": "1"})
     assert "no change" in again.out and [e for e in again.events if e["kind"] == "sudo"]
 
 
 def test_image_built_here_and_shipped_for_a_nas_without_internet(nas: Nas) -> None:
+    nas.fill_env()
     nas.play(health=["healthy"], schema=1)
     run = nas.deploy("--image")
     assert run.code == 0, run.text
@@ -870,3 +1150,250 @@ def test_usage_errors(nas: Nas) -> None:
     assert nas.run("deploy", TARGET, "--timeout", "soon").code == 2
     assert nas.run("deploy", TARGET, "--dir", "relative/path").code == 2
     assert nas.run("--help").code == 0
+
+
+def test_usage_errors_name_the_renamed_environment_variables(nas: Nas) -> None:
+    """One name per thing: NAS_* is the NAS side of .env now, TARGET is GFX_SYNC_TARGET's."""
+    _good(nas)
+    for old, new in (("NAS_DIR", "DEPLOY_DIR"), ("NAS_TARGET", "DEPLOY_HOST")):
+        run = nas.run("status", TARGET, env={old: "/volume1/elsewhere"})
+        assert run.code == 2 and f"{old} is now called {new}" in run.err, run.text
+        assert run.events == [], "nothing runs under a name it would have ignored"
+
+
+# -- exec ------------------------------------------------------------------------------------------
+
+
+def test_exec_passes_its_words_unchanged_and_its_exit_status(nas: Nas) -> None:
+    _good(nas)
+    marker = nas.tmp / "expanded"
+    words = [
+        "trio-gfxsync",
+        "reconcile",
+        "--apply",
+        "--pc",
+        "PC 01",
+        "it's",
+        f"$(touch {marker})",
+        "a;b",
+        "*",
+        "",
+        "--dry-run",
+    ]
+    nas.play(exec_exit=3)
+    run = nas.run("exec", TARGET, "--", *words)
+    assert only(run, "exec") == [["exec", "trio-gfxsync", *words]]
+    assert run.code == 3, "the command's exit status is deploy/nas's"
+    assert not marker.exists(), "no word is expanded by either shell"
+    assert "[dry-run]" not in run.out, "options after -- belong to the command"
+    assert nas.run("exec", TARGET).code == 2
+    assert nas.run("status", TARGET, "--", "trio-gfxsync", "scan").code == 2
+
+
+# -- APP_UID / APP_GID -----------------------------------------------------------------------------
+
+
+def test_new_app_ids_rebuild_and_hand_the_queue_volume_to_the_new_user(nas: Nas) -> None:
+    _, first = _good(nas)
+    assert nas.docker_state()["volume_owner"] == "1000:1000"
+    env = nas.remote / ".env"
+    env.write_text(filled(env.read_text(), APP_UID="1026", APP_GID="100"))
+    nas.play(health=["healthy"], schema=1)
+    run = nas.deploy()  # the same source: only the ids changed
+    assert run.code == 0, run.text
+    assert "APP_UID/APP_GID in .env changed (1000:1000 -> 1026:100)" in run.out
+    second = nas.state("current")
+    assert second.startswith(first + ".r") and nas.state("previous") == first
+    (build,) = only(run, "build")
+    assert "APP_UID=1026" in build and "APP_GID=100" in build
+    assert run.steps()[-4:] == ["chown-queue", f"up {second}", "wait", "tag-latest"]
+    stop = next(i for i, a in enumerate(run.docker()) if a[0] == "compose" and "stop" in a)
+    chown = next(i for i, a in enumerate(run.docker()) if a[0] == "compose" and "chown" in a)
+    assert stop < chown, "the old agent is stopped before its files change owner"
+    assert nas.docker_state()["volume_owner"] == "1026:100"
+    assert "given to 1026:100" in run.out
+    _assert_queue_kept(run)
+    # and back: a rollback to the image built for 1000 hands the queue back to it
+    nas.play(health=["healthy"], schema=1)
+    back = nas.run("rollback", TARGET, *FAST)
+    assert back.code == 0, back.text
+    assert "chown-queue" in back.steps() and nas.docker_state()["volume_owner"] == "1000:1000"
+
+
+# -- deploys that cannot strand a venue (issue 23) -------------------------------------------------
+
+
+def _wait_for_text(proc: subprocess.Popen[str], text: str) -> str:
+    """stdout up to `text` (the wait prints its dots on one line: read bytes, not lines)."""
+    assert proc.stdout is not None
+    seen = b""
+    while text.encode() not in seen:
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        assert chunk, f"the script ended before {text!r}: {seen.decode()}"
+        seen += chunk
+    return seen.decode()
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_signal_during_the_health_wait_rolls_back_and_records_it(
+    nas: Nas, name: str, code: int
+) -> None:
+    _, first = _good(nas)
+    nas.change()
+    nas.play(ups=[["starting"], ["healthy"]], schema=1)
+    proc = nas.start("deploy", TARGET, "--interval", "0", "--timeout", "60", "--settle", "0")
+    try:
+        seen = _wait_for_text(proc, "waiting for")
+        second = re.search(r"trio-gfxsync:(1\.2\.3-\S+) \(", seen).group(1)  # type: ignore[union-attr]
+        assert nas.state("pending") == second, "recorded before compose up"
+        proc.send_signal(getattr(signal, name))
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, seen + out + err
+    steps = Run(0, "", "", nas.read_events()).steps()
+    assert steps[-2:] == [f"up {first}", "wait"], steps
+    assert (nas.state("current"), nas.state("failed"), nas.state("pending")) == (first, second, "")
+    assert nas.docker_state()["container"]["image"] == f"trio-gfxsync:{first}"
+    assert f"interrupted (SIG{name[3:]})" in (nas.remote / "state" / "history").read_text()
+    if name != "SIGHUP":  # after a hang-up nobody reads the terminal; the history has it
+        assert f"rolled back to trio-gfxsync:{first} because" in err and "interrupted" in err
+
+
+def test_a_deploy_killed_outright_is_settled_by_the_next_command(nas: Nas) -> None:
+    """kill -9 (or a laptop that vanished): no trap runs, state/pending stays; every command
+    first settles it with what docker runs, so status names it and rollback goes one back."""
+    _, first = _good(nas)
+    nas.change()
+    nas.play(ups=[["starting"]], schema=1)
+    proc = nas.start("deploy", TARGET, "--interval", "0", "--timeout", "60", "--settle", "0")
+    try:
+        seen = _wait_for_text(proc, "waiting for")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    second = re.search(r"trio-gfxsync:(1\.2\.3-\S+) \(", seen).group(1)  # type: ignore[union-attr]
+    assert (nas.state("current"), nas.state("pending")) == (first, second)
+
+    nas.play(health=["healthy"], schema=1)
+    status = nas.run("status", TARGET)
+    assert status.code == 0, status.text
+    assert f"a deploy of trio-gfxsync:{second} was interrupted, and it is what runs" in status.out
+    assert f"running:  trio-gfxsync:{second} (container trio-gfxsync, running)" in status.out
+    assert f"deployed: {second}" in status.out and f"previous: {first}" in status.out
+    assert (nas.state("current"), nas.state("previous"), nas.state("pending")) == (
+        second,
+        first,
+        "",
+    )
+    rollback = nas.run("rollback", TARGET, *FAST)
+    assert rollback.code == 0, rollback.text
+    assert [s for s in rollback.steps() if s.startswith("up")] == [f"up {first}"]
+
+
+def test_a_leftover_pending_that_never_started_is_cleared(nas: Nas) -> None:
+    _, first = _good(nas)
+    (nas.remote / "state" / "pending").write_text("1.2.3-0000000-000000000000\n")
+    nas.play(health=["healthy"], schema=1)
+    run = nas.run("restart", TARGET, *FAST)
+    assert run.code == 0, run.text
+    assert "it is not what runs (trio-gfxsync:" in run.out
+    assert nas.state("pending") == "" and nas.state("current") == first
+    assert run.steps() == [f"up {first}", "wait"], "restart acts on what runs"
+
+
+def _unhealthy(*codes: str) -> dict[str, Any]:
+    return {
+        "status": "unhealthy",
+        "reasons": [f"because {c}" for c in codes],
+        "reason_codes": codes,
+    }
+
+
+def _unwell_venue(nas: Nas, old: dict[str, Any], new: dict[str, Any]) -> tuple[str, str]:
+    """A release running in a venue that is unwell (old's report); a change to deploy."""
+    _, first = _good(nas)
+    nas.change()
+    nas.play(
+        ups=[["starting", "unhealthy"], ["unhealthy"]], schema=1, reports={first: old, "*": new}
+    )
+    return first, ""
+
+
+def test_a_deploy_into_an_unwell_venue_passes_when_it_adds_no_reason(nas: Nas) -> None:
+    first, _ = _unwell_venue(
+        nas, _unhealthy("offline_queue_critical"), _unhealthy("offline_queue_critical")
+    )
+    run = nas.deploy("--settle", "1")
+    assert run.code == 0, run.text
+    assert "before the deploy it reports unhealthy: offline_queue_critical" in run.out
+    assert "for reasons there before the deploy or accepted: offline_queue_critical" in run.out
+    assert run.steps()[0] == "reasons", "the old codes are read before anything changes"
+    assert nas.state("current") == _tag_of(run) and nas.state("previous") == first
+
+
+def test_a_deploy_into_an_unwell_venue_rolls_back_on_a_reason_of_its_own(nas: Nas) -> None:
+    first, _ = _unwell_venue(
+        nas,
+        _unhealthy("offline_queue_critical"),
+        _unhealthy("offline_queue_critical", "pc_missing:PC01"),
+    )
+    run = nas.deploy()
+    assert run.code == 1, run.text
+    assert "of which new: pc_missing:PC01" in run.err
+    assert f"rolled back to trio-gfxsync:{first}" in run.err and nas.state("current") == first
+
+
+def test_accept_lets_an_operator_deploy_into_a_known_problem(nas: Nas) -> None:
+    _unwell_venue(nas, _unhealthy("disk_full"), _unhealthy("disk_full", "pc_missing:PC01"))
+    run = nas.deploy("--accept", "pc_missing:*,schema_mismatch")
+    assert run.code == 0, run.text
+    assert "pc_missing:PC01" in run.out
+
+
+def test_an_agent_without_reason_codes_gives_a_new_version_no_pass(nas: Nas) -> None:
+    first, _ = _unwell_venue(nas, {"old_agent": True}, _unhealthy("offline_queue_critical"))
+    run = nas.deploy()
+    assert run.code == 1, run.text
+    assert "it reports no reason codes" in run.out
+    assert f"rolled back to trio-gfxsync:{first}" in run.err
+
+
+def test_an_image_started_outside_deploy_nas_is_named_and_needs_force(nas: Nas) -> None:
+    """Container Manager's `up --build` (or compose by hand): :latest rebuilt, its own container."""
+    _, first = _good(nas)
+    state_file = nas.tmp / "docker-state.nas"
+    state = json.loads(state_file.read_text())
+    outside = "sha256:" + "e" * 64
+    state["images"]["latest"] = outside
+    state["images"]["trio-gfxsync:latest"] = outside
+    state["users"][outside] = "1000:1000"
+    state["container"] = {
+        "image": "trio-gfxsync:latest",
+        "image_id": outside,
+        "sequence": ["healthy"],
+        "polls": 0,
+        "status": "running",
+        "name": "trio-gfxsync-gfxsync-1",
+    }
+    state_file.write_text(json.dumps(state))
+    nas.play(health=["healthy"], schema=1)
+    status = nas.run("status", TARGET)
+    assert "running:  an image that is no release deploy/nas recorded (sha256:eeeeeeeeeeee" in (
+        status.out
+    ), status.text
+    assert "container trio-gfxsync-gfxsync-1" in status.out
+    assert only(status, "exec") == [["exec", "trio-gfxsync-gfxsync-1", "trio-gfxsync", "status"]]
+    restart = nas.run("restart", TARGET, *FAST)
+    assert restart.code == 1 and "started outside deploy/nas" in restart.err
+    refused = nas.run("rollback", TARGET, *FAST)
+    assert refused.code == 1 and "--force" in refused.err
+    assert not only(refused, "compose")
+    forced = nas.run("rollback", TARGET, *FAST, "--force")
+    assert forced.code == 0, forced.text
+    assert [s for s in forced.steps() if s.startswith("up")] == [f"up {first}"]
+    assert nas.docker_state()["container"]["name"] == "trio-gfxsync"
+    assert nas.state("current") == first

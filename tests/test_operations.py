@@ -213,6 +213,10 @@ def test_health_metrics_status_and_no_secret_anywhere(ops: dict) -> None:
         health_cli = cli({**ops["env"], "GFX_SYNC_HEALTH_PORT": port_of(url)}, "healthcheck")
         assert health_cli.returncode == 0, health_cli.stdout + health_cli.stderr
         outputs.append(health_cli.stdout + health_cli.stderr)
+        as_json = health_json(ops, url)
+        assert as_json.returncode == 0, as_json.stdout + as_json.stderr
+        assert_is_the_health_document(as_json.stdout, "degraded", url)
+        outputs.append(as_json.stdout + as_json.stderr)
         ops["gateway"].blackout = False
         wait_until_equal(ops["nas"], ops["dsn"], timeout=30)
 
@@ -232,6 +236,10 @@ def test_health_metrics_status_and_no_secret_anywhere(ops: dict) -> None:
         health_cli = cli({**ops["env"], "GFX_SYNC_HEALTH_PORT": port_of(url)}, "healthcheck")
         assert health_cli.returncode == 1
         outputs.append(health_cli.stdout + health_cli.stderr)
+        as_json = health_json(ops, url)
+        assert as_json.returncode == 1, "the same exit code as without --json"
+        assert_is_the_health_document(as_json.stdout, "unhealthy", url)
+        outputs.append(as_json.stdout + as_json.stderr)
         status_cli = cli({**ops["env"], "GFX_SYNC_HEALTH_PORT": port_of(url)}, "status")
         assert status_cli.returncode == 0 and "PC02" in status_cli.stdout
         assert "rejected" in status_cli.stdout
@@ -463,6 +471,27 @@ def test_check_good_and_bad(ops: dict) -> None:
 def test_healthcheck_without_an_agent_exits_1_not_2(ops: dict) -> None:
     result = cli({**ops["env"], "GFX_SYNC_HEALTH_PORT": str(infra.free_port())}, "healthcheck")
     assert result.returncode == 1
+    as_json = cli(
+        {**ops["env"], "GFX_SYNC_HEALTH_PORT": str(infra.free_port())}, "healthcheck", "--json"
+    )
+    assert as_json.returncode == 1 and as_json.stdout == "", "no document: nothing on stdout"
+    assert "did not answer" in as_json.stderr
+
+
+def health_json(ops: dict, url: str):  # type: ignore[no-untyped-def]
+    """`trio-gfxsync healthcheck --json` against the agent at `url`."""
+    return cli({**ops["env"], "GFX_SYNC_HEALTH_PORT": port_of(url)}, "healthcheck", "--json")
+
+
+def assert_is_the_health_document(stdout: str, status: str, url: str) -> None:
+    """One line of JSON with the keys /health has (the values move: compared where stable)."""
+    assert stdout.endswith("\n") and stdout.count("\n") == 1, stdout
+    document = json.loads(stdout)
+    assert document["status"] == status, document
+    live = httpx.get(f"{url}/health").json()
+    assert set(document) == set(live), (sorted(document), sorted(live))
+    assert document["components"]["supabase"] == live["components"]["supabase"]
+    assert document["reasons"], "a document that is not healthy says why"
 
 
 def test_scan_is_a_one_shot_backfill_with_progress(ops: dict) -> None:

@@ -7,22 +7,23 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_gfxsync.keep_newest import winner
 from trio_gfxsync.reconciliation import AckedCopy, plan
-from trio_gfxsync.records import make_stat
+from trio_gfxsync.records import make_stat, stat_fields
 
 NOW = 10**18
 PATHS = ("1016/a.json", "1017/a.json", "1021/a.json")
 
 copies_strategy = st.lists(
     st.builds(
-        lambda session, path, hands, mtime, content: AckedCopy(
-            session, path, hands, make_stat(100 + hands, mtime, mtime, 1), f"sha-{content}"
+        lambda session, path, hands, mtime, ctime, content: AckedCopy(
+            session, path, hands, make_stat(100 + hands, mtime, ctime, 1), f"sha-{content}"
         ),
         st.integers(1, 6),
         st.sampled_from(PATHS),
-        st.integers(0, 5),
-        st.integers(0, 2 * NOW),  # some in the future: clamped to the agent's clock
+        st.integers(0, 3),
+        # PC clocks: equal mtimes, some far in the future (a clock in 2300)
+        st.sampled_from([NOW - 5, NOW, NOW, NOW + 3, 10**19]),
+        st.integers(NOW - 10, NOW),  # the NAS's clock when it wrote the file
         st.integers(0, 3),
     ),
     max_size=14,
@@ -30,13 +31,19 @@ copies_strategy = st.lists(
 
 
 def winners(copies: list[AckedCopy]) -> dict[int, AckedCopy]:
-    by_session: dict[int, list[AckedCopy]] = {}
+    """The oracle, written apart from keep_newest: most hands, then the later of mtime and
+    the NAS's ctime (whichever is earlier: no PC clock pushes it ahead), then the path."""
+    chosen: dict[int, AckedCopy] = {}
     for c in copies:
-        by_session.setdefault(c.session_id, []).append(c)
-    chosen = {}
-    for session_id, group in by_session.items():
-        best = winner((c.copy for c in group), NOW)
-        chosen[session_id] = next(c for c in group if c.rel_path == best.rel_path)
+        _, mtime, ctime, _ = stat_fields(c.stat)
+        key = (c.hand_count, min(mtime, ctime), c.rel_path)
+        best = chosen.get(c.session_id)
+        if best is None:
+            chosen[c.session_id] = c
+            continue
+        _, best_mtime, best_ctime, _ = stat_fields(best.stat)
+        if key > (best.hand_count, min(best_mtime, best_ctime), best.rel_path):
+            chosen[c.session_id] = c
     return chosen
 
 
@@ -51,7 +58,7 @@ def winners(copies: list[AckedCopy]) -> dict[int, AckedCopy]:
 def test_plan_names_exactly_what_the_table_lacks(
     copies: list[AckedCopy], table: dict[int, str | None], busy: set[int], seed: int
 ) -> None:
-    found = plan("PC01", copies, table, busy, NOW)
+    found = plan("PC01", copies, table, busy)
     want = winners(copies)
     named = {r.session_id: r for r in found.resend}
     for session_id, best in want.items():
@@ -75,10 +82,10 @@ def test_plan_names_exactly_what_the_table_lacks(
     # the order the store lists the copies in does not matter
     shuffled = list(copies)
     random.Random(seed).shuffle(shuffled)
-    assert plan("PC01", shuffled, table, busy, NOW) == found
+    assert plan("PC01", shuffled, table, busy) == found
     # sending what it names converges: the next pass finds nothing
     healed = dict(table) | {r.session_id: r.sha256 for r in found.resend}
-    assert plan("PC01", copies, healed, busy, NOW).resend == ()
+    assert plan("PC01", copies, healed, busy).resend == ()
 
 
 def test_a_deleted_row_and_a_restored_old_version() -> None:
@@ -89,7 +96,7 @@ def test_a_deleted_row_and_a_restored_old_version() -> None:
         AckedCopy(9, "1021/s9.json", 3, make_stat(30, 4, 4, 4), "s9"),
     ]
     # 7 restored to its early copy, 8 deleted by hand, 9 as it should be, 42 without files
-    found = plan("PC01", copies, {7: "early", 9: "s9", 42: "gone"}, set(), NOW)
+    found = plan("PC01", copies, {7: "early", 9: "s9", 42: "gone"}, set())
     assert [(r.session_id, r.rel_path, r.reason) for r in found.resend] == [
         (7, "1021/s7.json", "different"),
         (8, "1021/s8.json", "missing"),

@@ -172,3 +172,26 @@ async def test_embedded_target_failures_map_onto_the_policy(tmp_path: Path) -> N
         assert gone.value.verdict is Verdict.SCHEMA_MISMATCH
     finally:
         await target.aclose()
+
+
+async def test_the_embedded_target_names_what_it_wrote_and_replaces_only_on_the_stamp_seen(
+    tmp_path: Path,
+) -> None:
+    """As PostgREST with return=representation: a row the keep-newest rule skipped is absent
+    from the answer; a conditional replace writes only over the stamp it names."""
+    sid = 638966318331324926
+    target = SqliteTarget(tmp_path / "t.db")
+    try:
+        first = await target.upsert_sessions(orjson.dumps([row(sid, 3, 50)]))
+        assert first == {("PC01", sid): "h3-50"}
+        skipped = await target.upsert_sessions(orjson.dumps([row(sid, 4, 40)]))  # older stamp
+        assert skipped == {}
+        stored = await target.stored_versions("PC01", [sid, 1])
+        assert list(stored) == [sid] and stored[sid].version_stamp == 50
+        assert stored[sid].file_hash == "h3-50"
+        newer = orjson.dumps(row(sid, 4, 51))
+        assert not await target.replace_session("PC01", sid, newer, 49), "the row moved"
+        assert await target.replace_session("PC01", sid, newer, 50)
+        assert (await target.stored_versions("PC01", [sid]))[sid].version_stamp == 51
+    finally:
+        await target.aclose()

@@ -4,6 +4,7 @@ corruption recovery, a full disk and a locked database."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import trio
 from tests.support.records import export_record
 from trio_gfxsync.errors import StoreError
 from trio_gfxsync.records import FileVersion
+from trio_gfxsync.state.rows import RecordFailure
 from trio_gfxsync.state.schema import MIGRATIONS, SCHEMA_VERSION
 from trio_gfxsync.state.store import Store
 
@@ -182,5 +184,66 @@ async def test_a_locked_database_is_waited_for(tmp_path: Path) -> None:
             with trio.fail_after(20):
                 await store.acknowledge([rec.version])
         assert "a.json" in await store.file_states("PC01")
+    finally:
+        await store.close()
+
+
+def stamped(r, stamp: int):  # type: ignore[no-untyped-def]
+    return replace(r, version_stamp=stamp, version=replace(r.version, version_stamp=stamp))
+
+
+async def test_for_one_path_the_later_read_wins_whatever_the_mtimes(tmp_path: Path) -> None:
+    """A backup restored with its times, a PC clock corrected: the newer content has the older
+    mtime. file_state keeps the later read (its stamp), so a restart sends nothing again."""
+    store = await Store.open(tmp_path / "pending.db")
+    try:
+        old = stamped(record("PC01", "1016/a.json", 3, mtime_ns=2 * 10**18), 100)
+        new = stamped(record("PC01", "1016/a.json", 4, mtime_ns=1 * 10**18), 200)
+        await store.acknowledge([old.version])
+        await store.acknowledge([new.version])
+        assert (await store.file_states("PC01"))["1016/a.json"].sha256 == new.version.sha256
+        await store.acknowledge([old.version])  # the older read, acknowledged late
+        assert (await store.file_states("PC01"))["1016/a.json"].sha256 == new.version.sha256
+        assert await store.largest_stamp() == 200
+    finally:
+        await store.close()
+
+
+async def test_a_stored_row_drops_its_older_queued_copies_only(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "pending.db")
+    try:
+        queued = stamped(record("PC01", "1016/a.json", 3), 100)
+        await store.enqueue([queued], [queued.version])
+        await store.acknowledge([], stored=[(queued.key, 99)])  # an older one was stored
+        assert [r.version_stamp for r in await store.due(10, 10**9)] == [100]
+        await store.acknowledge([], stored=[(queued.key, 150)])  # a newer one was stored
+        assert await store.due(10, 10**9) == []
+    finally:
+        await store.close()
+
+
+async def test_records_failing_alone_wait_apart_from_the_queue(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "pending.db")
+    try:
+        good = stamped(record("PC01", "1016/a.json", 3), 100)
+        bad = stamped(record("PC01", "1016/b.json", 3, index=2, session_id=12345), 101)
+        failure = RecordFailure("timed_out", 504, None, "timed out")
+        await store.enqueue([good], [good.version])
+        await store.enqueue([bad], [bad.version], failure=failure)
+        assert [r.session_id for r in await store.due(10, 10**9)] == [good.session_id]
+        failing = await store.failing_due()
+        assert failing is not None and failing.session_id == bad.session_id
+        assert failing.failures == 1 and failing.first_failed_at is not None
+        await store.failed_alone(failing, failure, 60.0)
+        assert await store.failing_due() is None  # backing off
+        listed = await store.failing()
+        assert [(f.session_id, f.failures, f.reason) for f in listed] == [
+            (bad.session_id, 2, "timed_out")
+        ]
+        assert (await store.counts()).failing == 1
+        # a newer version of the session is another record: it starts afresh
+        newer = stamped(record("PC01", "1016/b.json", 4, index=2, session_id=12345), 300)
+        await store.enqueue([newer], [newer.version])
+        assert (await store.counts()).failing == 0
     finally:
         await store.close()

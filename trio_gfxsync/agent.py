@@ -23,12 +23,14 @@ from __future__ import annotations
 import random
 import signal
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 
 from .delivery.batcher import Batcher, UploadSlots
 from .delivery.batching import Batch, BatchBuffer
 from .delivery.drainer import Drainer
+from .delivery.failing import FailingLane
 from .delivery.gate import UpstreamGate
 from .delivery.retention import SyncEventsRetention
 from .delivery.sync_events import SyncEventReporter
@@ -37,9 +39,11 @@ from .intake.change_queue import ChangeQueue
 from .intake.error_folder import ErrorFolder
 from .intake.reader import Reader
 from .intake.reconciler import Reconciler
+from .intake.reconfirm import Reconfirmer
 from .intake.registry import discovery_excludes
 from .intake.registry_watcher import RegistryWatcher
 from .intake.scanner import WatchedPc
+from .keep_newest import StampClock
 from .logs import get_logger
 from .memory_budget import ByteBudget
 from .nas_calls import NasCalls
@@ -55,6 +59,7 @@ from .targets.sqlite import SqliteTarget
 from .web.server import run_http
 
 log = get_logger("agent")
+D = TypeVar("D", LiveDelivery, QueuedDelivery)
 
 READERS = 4  # NAS reads wait on SMB; a few in parallel hide the latency
 UPLOAD_WORKERS = 1  # one request in flight (the gate's slot): batches grow while it is busy
@@ -67,10 +72,12 @@ CLIENT_CLOSE_TIMEOUT = 0.5
 CRASH_GRACE = 1.5  # /health answers 503 with the reason this long before the process exits
 
 
-def make_target(settings: Settings) -> Target:
+def make_target(settings: Settings, status: AgentStatus | None = None) -> Target:
     if settings.target_kind == "sqlite":
         return SqliteTarget(settings.sqlite_target_file)
-    return PostgrestClient(settings)
+    return PostgrestClient(
+        settings, on_clock_skew=status.note_clock_skew if status is not None else None
+    )
 
 
 class Shutdown:
@@ -151,7 +158,7 @@ class Agent:
             self.status.store = store
             if store.recovered:
                 self.status.activity.add("error", f"queue database recreated: {store.recovered}")
-            target = self._target or make_target(settings)
+            target = self._target or make_target(settings, self.status)
             try:
                 if not self.once:  # a one-shot scan must not take the running agent's port
                     await root.start(Monitor(settings, self.status, store, self.nas).run)
@@ -194,6 +201,8 @@ class Agent:
             max_queue_size=settings.max_queue_size,
             max_queue_bytes=settings.max_queue_bytes,
             report=status.update_queue,
+            # stamps go on from the largest one recorded, whatever the clock did meanwhile
+            stamps=StampClock(await store.largest_stamp()),
         )
         gate = UpstreamGate(status, request_deadline=settings.request_timeout * 2)
         slots = UploadSlots()
@@ -206,26 +215,25 @@ class Agent:
         budget = ByteBudget(max(MEMORY_BUDGET, 2 * settings.max_batch_bytes))
         batch_send, batch_recv = trio.open_memory_channel[Batch[SessionRecord]](0)
 
-        live = LiveDelivery(
-            target=target,
-            ledger=ledger,
-            gate=gate,
-            status=status,
-            max_retries=settings.max_retries,
-            rate_limit_max_retries=settings.rate_limit_max_retries,
-            rate_limit_base_delay=settings.rate_limit_base_delay,
-            rng=rng,
-        )
-        queued = QueuedDelivery(
-            target=target,
-            ledger=ledger,
-            gate=gate,
-            status=status,
-            max_retries=settings.max_retries,
-            rate_limit_max_retries=settings.rate_limit_max_retries,
-            rate_limit_base_delay=settings.rate_limit_base_delay,
-            rng=rng,
-        )
+        reconfirm = Reconfirmer(ledger, watched, settings.max_file_bytes)
+
+        def delivery(kind: type[D], alone: bool = False) -> D:
+            return kind(
+                target=target,
+                ledger=ledger,
+                gate=gate,
+                status=status,
+                max_retries=settings.max_retries,
+                rate_limit_max_retries=settings.rate_limit_max_retries,
+                rate_limit_base_delay=settings.rate_limit_base_delay,
+                rng=rng,
+                reconfirm=reconfirm,
+                alone=alone,
+            )
+
+        live = delivery(LiveDelivery)
+        queued = delivery(QueuedDelivery)
+        failing = FailingLane(ledger, gate, delivery(QueuedDelivery, alone=True))
         uploader = Uploader(live)
         drainer = Drainer(
             target=target,
@@ -276,6 +284,8 @@ class Agent:
         with self.shutdown.drain:
             async with trio.open_nursery() as core:
                 await core.start(drainer.run)
+                failing_scope = trio.CancelScope()  # records failing alone: durable, like the queue
+                core.start_soon(_within, failing_scope, failing.run)
                 reporter_scope = trio.CancelScope()
                 core.start_soon(_within, reporter_scope, reporter.run)
                 retention_scope = trio.CancelScope()
@@ -309,4 +319,5 @@ class Agent:
                 # sync_events are best-effort and end here
                 reporter_scope.cancel()
                 retention_scope.cancel()
+                failing_scope.cancel()
                 drainer.stop()

@@ -85,7 +85,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     from .commands.healthcheck import healthcheck
 
-    return healthcheck()
+    return healthcheck(as_json=args.json)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -236,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--pc", help="only this GFX PC")
         if name == "status":
             command.add_argument("--json", action="store_true", help="the raw /api/status JSON")
+        if name == "healthcheck":
+            command.add_argument(
+                "--json", action="store_true", help="print the /health document (same exit codes)"
+            )
         if name == "simulate":
             from .commands.simulate import add_arguments
 

@@ -114,3 +114,8 @@ class NotARegularFile(ParseError):
     """A FIFO, socket, device or symbolic link where a session file was expected."""
 
     reason = "not_a_regular_file"
+
+
+class NasUnavailable(GfxSyncError):
+    """A read of the NAS that a decision needs could not be made now (the PC is not watched,
+    the file is being written or unreadable, the mount does not answer): decide later."""

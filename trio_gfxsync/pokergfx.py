@@ -68,7 +68,7 @@ class SessionRecord:
     # where the file's own JSON sits in `row` (kept once in memory, not twice)
     raw_span: tuple[int, int] = (0, 0)
     live: bool = True  # False for the startup backfill: a live change goes first everywhere
-    # the agent's clock (ns) when it read the file: the database keeps the larger (keep_newest)
+    # the stamp of the read (keep_newest.StampClock): the database keeps the larger
     version_stamp: int | None = None
 
     @property
@@ -106,7 +106,8 @@ def restamp(record: SessionRecord, version_stamp: int) -> SessionRecord:
     if not record.row.endswith(tail):
         raise ValueError("the row does not end with its version stamp")
     row = record.row[: -len(tail)] + b'"version_stamp":' + str(version_stamp).encode() + b"}"
-    return replace(record, row=row, version_stamp=version_stamp)
+    version = replace(record.version, version_stamp=version_stamp)
+    return replace(record, row=row, version_stamp=version_stamp, version=version)
 
 
 def decode_text(data: bytes) -> str:
@@ -233,7 +234,7 @@ def parse_session(
     version_stamp: int | None = None,
 ) -> SessionRecord:
     """Turn the bytes of one PokerGFX file into the record to upsert, or raise a ParseError.
-    `version_stamp`: the agent's clock when it read them (keep_newest.py)."""
+    `version_stamp`: the stamp of this read (keep_newest.StampClock)."""
     if len(data) > max_file_bytes:
         raise FileTooLarge(f"{len(data)} bytes is above the limit of {max_file_bytes}")
     text = decode_text(data)
@@ -271,6 +272,7 @@ def parse_session(
         ctime_ns=ctime_ns,
         inode=inode,
         hand_count=len(hands),
+        version_stamp=version_stamp,
     )
     record = SessionRecord(
         version=version,

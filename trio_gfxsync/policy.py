@@ -72,6 +72,29 @@ def classify(status: int | None, code: str | None) -> Verdict:
     return Verdict.UNEXPECTED
 
 
+# Answers that a single record can cause as well as an outage: a statement timeout on one huge
+# session, a 500 from a trigger on one row, a gateway's 504 or a read timeout while the database
+# works on it. Only another answer can tell which: a probe (or any other request) that succeeds
+# after it means upstream is fine and the records are the trouble. 429, 503 and PGRST003 say
+# "slow down" to everyone and never mean this.
+ALONE_STATUSES = frozenset({500, 502, 504})
+TIMEOUT_KINDS = frozenset({"Timeout", "ReadTimeout", "WriteTimeout", "PoolTimeout"})
+
+
+def maybe_the_records(status: int | None, code: str | None, kind: str | None) -> bool:
+    """Could these records alone have caused this answer (rather than upstream being down)?"""
+    if code == "PGRST003" or code in DOWN_CODES:
+        return False
+    if status is None:
+        return kind in TIMEOUT_KINDS
+    return status in ALONE_STATUSES or code in TIMEOUT_CODES
+
+
+def failure_reason(status: int | None, code: str | None) -> str:
+    """The dead-letter reason of a record that kept failing alone."""
+    return "server_error" if status in (500, 502) and code not in TIMEOUT_CODES else "timed_out"
+
+
 class Action(enum.Enum):
     """What the executor does with a batch after an answer."""
 
@@ -82,14 +105,26 @@ class Action(enum.Enum):
     RETRY = "retry"  # hold every sender (Retry-After or backoff), then send the same again
     QUEUE = "queue"  # upstream down or slowing for too long: offline queue, probe
     PAUSE = "pause"  # schema mismatch or rejected key: queue, unhealthy, re-probe
+    # the records may be the trouble (maybe_the_records): ask upstream with a probe; if it
+    # answers, split the batch, and a single record fails alone (its own backoff, never the
+    # gate's); if not, upstream is down: QUEUE
+    ISOLATE = "isolate"
 
 
 def decide(
-    verdict: Verdict, batch_len: int, slow_tries: int, rate_limit_max_retries: int
+    verdict: Verdict,
+    batch_len: int,
+    slow_tries: int,
+    rate_limit_max_retries: int,
+    *,
+    maybe_records: bool = False,
 ) -> Action:
-    """DESIGN 5 as one function. `slow_tries`: slow-down answers already seen for this batch."""
+    """DESIGN 5 as one function. `slow_tries`: slow-down answers already seen for this batch;
+    `maybe_records`: the answer is one the records alone can cause (maybe_the_records)."""
     if verdict is Verdict.STORED:
         return Action.ACKNOWLEDGE
+    if maybe_records and verdict in (Verdict.TIMED_OUT, Verdict.DOWN):
+        return Action.ISOLATE
     if verdict in (Verdict.SPLIT, Verdict.REFUSED):
         return Action.SPLIT if batch_len > 1 else Action.REFUSE_ONE
     if verdict is Verdict.TOO_LARGE:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .keep_newest import Copy, winner
-from .records import Stat, stat_mtime_ns
+from .records import Stat, stat_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,8 @@ class AckedCopy:
 
     @property
     def copy(self) -> Copy:
-        return Copy(self.rel_path, self.hand_count, stat_mtime_ns(self.stat))
+        _, mtime_ns, ctime_ns, _ = stat_fields(self.stat)
+        return Copy(self.rel_path, self.hand_count, mtime_ns, ctime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,6 @@ def plan(
     copies: Iterable[AckedCopy],
     stored: Mapping[int, str | None],
     busy: set[int],
-    now_ns: int,
 ) -> Plan:
     """`stored`: session_id -> file_hash of every row of this PC in the table."""
     by_session: dict[int, dict[str, AckedCopy]] = {}
@@ -76,7 +76,7 @@ def plan(
     waiting = 0
     for session_id in sorted(by_session):
         candidates = by_session[session_id]
-        best = candidates[winner((c.copy for c in candidates.values()), now_ns).rel_path]
+        best = candidates[winner(c.copy for c in candidates.values()).rel_path]
         if session_id in stored and stored[session_id] == best.sha256:
             continue
         if session_id in busy:

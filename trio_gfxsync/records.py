@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import NewType, Protocol
 
 Key = tuple[str, int]  # the conflict key of gfx_sessions: (gfx_pc_id, session_id)
+# what an upsert wrote: the key of each row it stored, with the file_hash stored
+Written = dict[Key, str | None]
 UNKNOWN = -1  # a ctime or inode not recorded (state written by an older agent)
 
 # A file's (size, mtime_ns, ctime_ns, inode), packed into one int: the agent keeps one for
@@ -86,6 +88,9 @@ class FileVersion:
     ctime_ns: int = UNKNOWN
     inode: int = UNKNOWN
     hand_count: int | None = None  # None when the file never became a record
+    # the stamp of this read (keep_newest.StampClock): for one path, the larger stamp is the
+    # later read, whatever the mtimes say (a restored backup, a PC clock corrected)
+    version_stamp: int | None = None
 
     @property
     def stat(self) -> Stat:

@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     alert_retry_attempts: int = Field(5, ge=1)
     alert_upload_failures: int = Field(5, ge=1)
     alert_dead_letters: int = Field(1, ge=1)
+    alert_clock_skew_seconds: float = Field(60.0, gt=0)
 
     @field_validator("dashboard_token", mode="before")
     @classmethod

@@ -440,6 +440,8 @@ class Gateway:
     fault: FaultHook | None = None
     after_upstream: AfterUpstreamHook | None = None
     blackout: bool = False
+    # seconds the gateway's clock (the Date of its answers) runs ahead of this machine's
+    clock_offset: float = 0.0
     bad_bearer_count: int = 0
     _records: list[GatewayRecord] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -474,6 +476,7 @@ class Gateway:
         self.fault = None
         self.after_upstream = None
         self.blackout = False
+        self.clock_offset = 0.0
 
     def close(self) -> None:
         if self._server is not None:
@@ -581,6 +584,11 @@ class _GatewayHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: the records are the log, and stderr noise hides test failures."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header, as Supabase's gateway sends it, by the gateway's own clock."""
+        when = time.time() if timestamp is None else timestamp
+        return super().date_time_string(when + self.gateway.clock_offset)
 
     def _serve(self) -> None:
         path, _, query_string = self.path.partition("?")

@@ -90,3 +90,9 @@ def sized_record(
         session_created_at=None,
         row=row,
     )
+
+
+def written(body: bytes) -> dict[tuple[str, int], str | None]:
+    """What a target that stored every row of an upsert body answers (targets.base.Target):
+    each row's key with the file_hash stored."""
+    return {(row["gfx_pc_id"], row["session_id"]): row["file_hash"] for row in orjson.loads(body)}

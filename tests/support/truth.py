@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ class ExpectedRow:
     hand_count: int
     document: dict[str, Any]
     mtime_ns: int
+    ctime_ns: int
 
 
 def expected_rows(nas: Path) -> dict[tuple[str, int], ExpectedRow]:
@@ -68,6 +68,7 @@ def expected_rows(nas: Path) -> dict[tuple[str, int], ExpectedRow]:
                 hand_count=len(document.get("Hands") or []),
                 document=document,
                 mtime_ns=path.stat().st_mtime_ns,
+                ctime_ns=path.stat().st_ctime_ns,
             )
             key = (row.pc_id, session_id)
             current = best.get(key)
@@ -78,8 +79,8 @@ def expected_rows(nas: Path) -> dict[tuple[str, int], ExpectedRow]:
 
 def _rank(row: ExpectedRow) -> tuple[int, int, str]:
     """DESIGN 3.4, written here apart from the agent's keep_newest.py: the most hands, then
-    the newer mtime (never later than now), then the path."""
-    return (row.hand_count, min(row.mtime_ns, time.time_ns()), row.rel_path)
+    the newer mtime (never later than the file's ctime, the NAS's own clock), then the path."""
+    return (row.hand_count, min(row.mtime_ns, row.ctime_ns), row.rel_path)
 
 
 def table_rows(dsn: str) -> dict[tuple[str, int], dict[str, Any]]:

@@ -99,7 +99,24 @@ async def check_supabase(settings: Settings) -> list[CheckResult]:
         ]
         results.append(await check_rule(client))
         results += await check_hands(client)
+        results.append(check_clock(client.clock_skew, settings.alert_clock_skew_seconds))
     return results
+
+
+def check_clock(skew: float | None, limit: float) -> CheckResult:
+    """This machine's clock against Supabase's (the Date of its answers). The data is safe
+    whatever the clocks (keep_newest.py), but logs, ages and alerts read wrong."""
+    if skew is None:
+        return CheckResult("clock", True, "Supabase's answers carry no Date: not compared")
+    side = "ahead of" if skew > 0 else "behind"
+    detail = f"this machine's clock is {abs(skew):.1f} s {side} Supabase's"
+    if abs(skew) > limit:
+        return CheckResult(
+            "clock",
+            False,
+            f"{detail} (> {limit:.0f} s, GFX_SYNC_ALERT_CLOCK_SKEW_SECONDS): fix NTP",
+        )
+    return CheckResult("clock", True, detail)
 
 
 async def check_rule(client: PostgrestClient) -> CheckResult:

@@ -68,7 +68,27 @@ def format_entry(e: DeadLetter) -> str:
         ("last seen", _when(e.last_seen)),
         ("replay", "re-sends the stored record" if e.has_payload else "re-reads the file"),
     ]
+    if e.reason in REMEDIES:
+        fields.append(("remedy", REMEDIES[e.reason]))
     return "\n".join(f"{name:<12} {value}" for name, value in fields)
+
+
+# What an operator does about a record that kept failing alone (delivery/failing.py).
+REMEDIES = {
+    "timed_out": (
+        "the database took too long for this one record (a very large session; Supabase's API "
+        "roles stop a statement after 8 s). Raise the timeout for the role the key uses, e.g. "
+        "`alter role service_role set statement_timeout = '60s'; notify pgrst, 'reload "
+        "config';` in the SQL editor, then `trio-gfxsync dlq replay ID`. With the hand tables "
+        "installed, the derivation of a session with thousands of hands is the usual cause: "
+        "replay it, then `trio-gfxsync hands rebuild --pc PC` if its hands are missing."
+    ),
+    "server_error": (
+        "the database answered this one record with an error of its own (a trigger failing on "
+        "it, say): read the message above and the database's log (Supabase: Logs > Postgres), "
+        "fix the cause, then `trio-gfxsync dlq replay ID`"
+    ),
+}
 
 
 async def run_dlq(settings: Settings, args: argparse.Namespace) -> int:

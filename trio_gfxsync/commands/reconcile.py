@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from ..agent import make_target
 from ..errors import RegistryError, StoreError, UpstreamError
 from ..intake.reconciler import Resent, nas_read_again, plan_for, read_again
 from ..intake.registry import discovery_excludes, load_registry, resolve_watch_path
+from ..keep_newest import StampClock
 from ..names import printable
 from ..nas_calls import NasCalls, NasHung
 from ..pokergfx import SessionRecord
@@ -60,6 +62,8 @@ async def run_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     target = make_target(settings)
     nas = NasCalls(settings.nas_read_timeout)
     lacking = 0
+    # stamps above every one the agent has recorded, whatever this machine's clock says
+    stamps = StampClock(await store.largest_stamp())
     try:
 
         async def queue(records: list[SessionRecord]) -> None:
@@ -71,9 +75,14 @@ async def run_reconcile(settings: Settings, args: argparse.Namespace) -> int:
             resent = None
             if args.apply and found.resend:
                 root = resolve_watch_path(base, pc)
-                read = nas_read_again(nas, pc_id, settings.max_file_bytes)
                 resent = await read_again(
-                    root, pc_id, found.resend, settings.max_file_bytes, queue, read
+                    root,
+                    pc_id,
+                    found.resend,
+                    settings.max_file_bytes,
+                    queue,
+                    lambda: stamps.issue(time.time_ns()),
+                    nas_read_again(nas, pc_id, settings.max_file_bytes),
                 )
             print(format_plan(found, resent), flush=True)
     except UpstreamError as exc:

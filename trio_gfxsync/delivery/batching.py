@@ -12,11 +12,12 @@ mtime), and the copies it replaced ride along as `superseded`: they are acknowle
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ..pokergfx import SessionRecord
-from ..records import Deliverable, FileVersion, Key
+from ..records import Deliverable, FileVersion, Key, Written
 
 ROW_OVERHEAD = 1  # the comma between rows in the JSON array
 
@@ -152,3 +153,19 @@ def split(batch: Batch[R]) -> tuple[Batch[R], Batch[R]]:
         Batch(first, tuple(s for s in batch.superseded if s[0] in first_keys)),
         Batch(second, tuple(s for s in batch.superseded if s[0] not in first_keys)),
     )
+
+
+def subset(batch: Batch[R], records: Iterable[R]) -> Batch[R]:
+    """Some records of a batch, with the copies they superseded."""
+    chosen = tuple(records)
+    keys = {r.key for r in chosen}
+    return Batch(chosen, tuple(s for s in batch.superseded if s[0] in keys))
+
+
+def partition(batch: Batch[R], written: Written) -> tuple[Batch[R], Batch[R]]:
+    """The records the target wrote (their key came back with the hash sent), and those it
+    skipped (keep-newest: the stored row carries a larger stamp). A 2xx alone stores nothing:
+    only a key in the answer does."""
+    stored = [r for r in batch.records if written.get(r.key, "") == r.version.sha256]
+    kept = {r.key for r in stored}
+    return subset(batch, stored), subset(batch, (r for r in batch.records if r.key not in kept))

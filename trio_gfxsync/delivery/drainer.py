@@ -18,7 +18,7 @@ import trio
 from ..logs import get_logger
 from ..observe.status import AgentStatus
 from ..observe.upstream import PAUSED, Upstream
-from ..policy import Verdict
+from ..policy import TIMEOUT_KINDS, Verdict
 from ..state.ledger import FileLedger
 from ..state.rows import QueuedRecord
 from ..targets.base import Target
@@ -33,7 +33,6 @@ PAUSED_PROBE = (25.0, 35.0)  # around DESIGN's 30 s
 # a batch failing as "down" this soon after a successful probe is suspected, not the upstream
 SUSPECT_WINDOW = 10.0
 SUSPECT_DELAY = 5.0
-TIMEOUT_KINDS = frozenset({"Timeout", "ReadTimeout", "WriteTimeout", "PoolTimeout"})
 
 
 class Drainer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 
@@ -19,6 +20,7 @@ from ..observe.upstream import PAUSED, Upstream
 from ..policy import Verdict
 
 log = get_logger("gate")
+T = TypeVar("T")
 
 SENDABLE = frozenset({Upstream.CONNECTED, Upstream.RATE_LIMITED, Upstream.UNKNOWN})
 # the verdicts that pause every sender, and the state each one shows
@@ -39,6 +41,10 @@ class UpstreamGate:
         self.not_before = -math.inf
         self.last_answer_ok = -math.inf  # trio time of the last request upstream stored
         self._slot = trio.Lock()
+        # records that failed alone are retried on a lane of their own: a record that takes a
+        # statement timeout every time must not hold the one slot the live data needs. It still
+        # waits for `not_before` and for a sendable state like every sender.
+        self._alone_slot = trio.Lock()
         self._changed = trio.Event()
 
     @property
@@ -80,12 +86,17 @@ class UpstreamGate:
         self._changed = trio.Event()
 
     async def send(
-        self, request: Callable[[], Awaitable[object]], *, deadline: float | None = None
+        self,
+        request: Callable[[], Awaitable[object]],
+        *,
+        deadline: float | None = None,
+        alone: bool = False,
     ) -> tuple[Verdict, UpstreamError | None]:
         """Wait for the slot and for `not_before`, then make the request; classify the answer.
+        `alone`: a record that failed alone, on its own lane (it never holds the main slot).
 
         A Retry-After in any answer holds every sender from here, whoever asked."""
-        async with self._slot:
+        async with self._alone_slot if alone else self._slot:
             # not_before may move later while we sleep (another answer's Retry-After)
             while trio.current_time() < self.not_before:  # noqa: ASYNC110
                 await trio.sleep_until(self.not_before)
@@ -101,3 +112,15 @@ class UpstreamGate:
                 return Verdict.DOWN, late
             self.last_answer_ok = trio.current_time()
             return Verdict.STORED, None
+
+    async def fetch(self, request: Callable[[], Awaitable[T]]) -> T:
+        """`send` for a request whose answer is wanted: its result, or the UpstreamError."""
+        answer: list[T] = []
+
+        async def call() -> None:
+            answer.append(await request())
+
+        _, error = await self.send(call)
+        if error is not None:
+            raise error
+        return answer[0]

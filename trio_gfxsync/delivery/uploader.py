@@ -16,6 +16,7 @@ failures and rate limits never count as refusals.
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,19 +30,37 @@ from ..logs import get_logger
 from ..observe.status import AgentStatus
 from ..observe.upstream import Upstream
 from ..pokergfx import SessionRecord
-from ..policy import Action, Verdict, backoff_delay, decide, slow_down_delay
-from ..records import FileVersion
+from ..policy import (
+    Action,
+    Verdict,
+    backoff_delay,
+    decide,
+    failure_reason,
+    maybe_the_records,
+    slow_down_delay,
+)
+from ..records import FileVersion, Written
 from ..state.ledger import FileLedger
-from ..state.rows import QueuedRecord
+from ..state.rows import QueuedRecord, RecordFailure
 from ..targets.base import Target
 from .batcher import SPILL_TIMEOUT, UploadSlots
-from .batching import Batch, R, split
+from .batching import Batch, R, partition, split
 from .gate import PAUSE_STATE, UpstreamGate
+from .skipped import Reconfirm, SkipResolver
 
 log = get_logger("uploader")
 
 SLOW_DOWN_CAP = 60.0  # longest self-chosen pause between 429/503 retries (Retry-After may exceed)
 REFUSAL_BACKOFF_CAP = 60.0
+ALONE_BACKOFF_CAP = 60.0  # longest pause between tries of a record that fails alone
+# A record failing alone is dead-lettered only after max_retries failures *and* this long: an
+# overloaded database must not dead-letter big sessions within minutes.
+ALONE_DEAD_LETTER_AFTER = 1800.0
+
+
+def stamps(batch: Batch[R]) -> list[tuple[tuple[str, int], int]]:
+    """(key, stamp) of each stored record: queued copies with a smaller stamp are done."""
+    return [(r.key, r.version_stamp) for r in batch.records if r.version_stamp is not None]
 
 
 def note_stored(status: AgentStatus, batch: Batch[R]) -> None:
@@ -66,10 +85,17 @@ class Delivery(Generic[R]):
     rate_limit_max_retries: int
     rate_limit_base_delay: float
     rng: random.Random
+    reconfirm: Reconfirm | None = None  # the NAS, for rows the table skipped (skipped.py)
+    alone: bool = False  # the lane of records that failed alone (failing.py)
     # queued batches stop at the first upstream trouble (they stay queued, the drainer probes)
     stop_on_trouble: ClassVar[bool] = False
     last_verdict: Verdict | None = None  # of the last answer, for the drainer's judgement
     last_error_kind: str | None = None
+
+    def __post_init__(self) -> None:
+        self.skips: SkipResolver[R] = SkipResolver(
+            self.target, self.gate, self.ledger, self.status, self.reconfirm
+        )
 
     async def deliver(self, batch: Batch[R]) -> None:
         # A batch leaves `pending` only once its outcome is durable (stored, queued, dead-
@@ -85,17 +111,49 @@ class Delivery(Generic[R]):
                     if self.stop_on_trouble:
                         return
                     continue
-                verdict, error = await self.gate.send(partial(self._upsert, current))
+                sent_at = trio.current_time()
+                answer: list[Written] = []
+                verdict, error = await self.gate.send(
+                    partial(self._upsert, current, answer), alone=self.alone
+                )
                 self.last_verdict = verdict
                 self.last_error_kind = error.kind if error is not None else None
-                action = decide(verdict, len(current), slow_tries, self.rate_limit_max_retries)
+                action = decide(
+                    verdict,
+                    len(current),
+                    slow_tries,
+                    self.rate_limit_max_retries,
+                    maybe_records=error is not None
+                    and maybe_the_records(error.status, error.code, error.kind),
+                )
                 if action is Action.ACKNOWLEDGE:
-                    await self.stored(current)
+                    written, skipped = partition(current, answer[0])
+                    if written.records:
+                        await self.stored(written)
+                    if skipped.records:
+                        # a 2xx for rows the keep-newest trigger skipped: not stored (skipped.py)
+                        await self.skips.resolve(skipped, self)
                     pending.popleft()
                     self.gate.set_state(Upstream.CONNECTED)
                     self.status.consecutive_upload_failures = 0
                     continue
                 assert error is not None, "only a stored answer comes without an error"
+                if action is Action.ISOLATE:
+                    if not await self.upstream_answers(sent_at):
+                        self.status.consecutive_upload_failures += 1
+                        self.gate.set_state(Upstream.OFFLINE, error.summary)
+                        await self.upstream_unavailable(current, error)
+                        pending.popleft()
+                        if self.stop_on_trouble:
+                            return
+                    elif len(current) > 1:
+                        pending.popleft()
+                        pending.extendleft(reversed(split(current)))
+                    else:
+                        # upstream answers others: this record's trouble is its own
+                        await self.failed_alone(current, error)
+                        pending.popleft()
+                    continue
                 self.status.consecutive_upload_failures += 1
                 self.status.last_upload_error = error.summary
                 if action is Action.SPLIT:
@@ -152,12 +210,51 @@ class Delivery(Generic[R]):
                         await self.spill(unsent)
             raise
 
-    async def _upsert(self, batch: Batch[R]) -> None:
+    async def _upsert(self, batch: Batch[R], answer: list[Written]) -> None:
         started = trio.current_time()
         try:
-            await self.target.upsert_sessions(batch.body)
+            answer.append(await self.target.upsert_sessions(batch.body))
         finally:
             self.status.upload_seconds.observe(trio.current_time() - started)
+
+    async def upstream_answers(self, since: float) -> bool:
+        """Did upstream answer a request after `since` (a probe now if nothing else did)? Then
+        a failure of a request sent at `since` was that request's own."""
+        if self.gate.last_answer_ok > since:
+            return True
+        verdict, _ = await self.gate.send(self.target.probe)
+        return verdict is Verdict.STORED
+
+    def failure_of(self, error: UpstreamError) -> RecordFailure:
+        return RecordFailure(
+            failure_reason(error.status, error.code), error.status, error.code, error.message
+        )
+
+    def alone_delay(self, failures: int) -> float:
+        return backoff_delay(
+            failures - 1, base=self.rate_limit_base_delay, cap=ALONE_BACKOFF_CAP, rng=self.rng
+        )
+
+    def note_failed_alone(self, record: R, failure: RecordFailure, failures: int) -> None:
+        v = record.version
+        log.warning(
+            "record_failing",
+            pc_id=v.pc_id,
+            path=v.rel_path,
+            session_id=str(record.session_id),
+            reason=failure.reason,
+            status=failure.status,
+            code=failure.code,
+            error=failure.message,
+            failures=failures,
+        )
+        self.status.activity.add(
+            "error",
+            f"failing alone ({failure.reason}): {failure.message}",
+            pc_id=v.pc_id,
+            path=v.rel_path,
+            session_id=record.session_id,
+        )
 
     # -- what differs between live and queued batches --
 
@@ -171,6 +268,19 @@ class Delivery(Generic[R]):
         raise NotImplementedError
 
     async def spill(self, batch: Batch[R]) -> None:
+        raise NotImplementedError
+
+    async def failed_alone(self, batch: Batch[R], error: UpstreamError) -> None:
+        """A single record failed while upstream answers others: its own backoff, apart from
+        the rest of the queue; the gate and the upstream state are left alone."""
+        raise NotImplementedError
+
+    # -- skipped rows (skipped.SkipOutcomes) --
+
+    async def superseded(self, batch: Batch[R]) -> None:
+        raise NotImplementedError
+
+    async def unsettled(self, batch: Batch[R], delay: float) -> None:
         raise NotImplementedError
 
     # -- shared --
@@ -231,9 +341,28 @@ class Delivery(Generic[R]):
 
 class LiveDelivery(Delivery[SessionRecord]):
     async def stored(self, batch: Batch[SessionRecord]) -> None:
-        await self.ledger.acknowledge(batch.versions)
+        await self.ledger.acknowledge(batch.versions, stored=stamps(batch))
         note_stored(self.status, batch)
         log.debug("batch_stored", records=len(batch), superseded=len(batch.superseded))
+
+    async def superseded(self, batch: Batch[SessionRecord]) -> None:
+        await self.ledger.acknowledge(batch.versions)
+
+    async def unsettled(self, batch: Batch[SessionRecord], delay: float) -> None:
+        await self.ledger.enqueue(
+            batch.records, batch.versions, error="skipped by keep-newest, unsettled", delay=delay
+        )
+
+    async def failed_alone(self, batch: Batch[SessionRecord], error: UpstreamError) -> None:
+        failure = self.failure_of(error)
+        await self.ledger.enqueue(
+            batch.records,
+            batch.versions,
+            error=error.summary,
+            failure=failure,
+            delay=self.alone_delay(1),
+        )
+        self.note_failed_alone(batch.records[0], failure, 1)
 
     async def refused(self, batch: Batch[SessionRecord], error: UpstreamError) -> None:
         # the first refusal: retried from the queue with backoff, so the live path never waits
@@ -269,6 +398,25 @@ class QueuedDelivery(Delivery[QueuedRecord]):
         self.ledger.made_room()
         note_stored(self.status, batch)
         log.info("queue_drained", records=len(batch))
+
+    async def superseded(self, batch: Batch[QueuedRecord]) -> None:
+        await self.ledger.store.remove_queued(batch.records)  # its file version is acknowledged
+        self.ledger.made_room()
+
+    async def unsettled(self, batch: Batch[QueuedRecord], delay: float) -> None:
+        await self.ledger.store.postpone(batch.records, delay)
+
+    async def failed_alone(self, batch: Batch[QueuedRecord], error: UpstreamError) -> None:
+        record = batch.records[0]
+        failure = self.failure_of(error)
+        failures = record.failures + 1
+        since = record.first_failed_at if record.first_failed_at is not None else time.time()
+        if failures >= self.max_retries and time.time() - since >= ALONE_DEAD_LETTER_AFTER:
+            await self.dead_letter(record, [], failure.reason, error, attempts=failures)
+            self.ledger.made_room()
+            return
+        await self.ledger.store.failed_alone(record, failure, self.alone_delay(failures))
+        self.note_failed_alone(record, failure, failures)
 
     async def refused(self, batch: Batch[QueuedRecord], error: UpstreamError) -> None:
         record = batch.records[0]

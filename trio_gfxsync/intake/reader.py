@@ -14,7 +14,6 @@ import errno
 import functools
 import hashlib
 import os
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from stat import S_ISREG
@@ -127,7 +126,12 @@ class Reader:
     max_file_bytes: int
     budget: ByteBudget
     errors: ErrorFolder | None = None
-    _last_stamp: int = field(default=0, init=False)
+    # per file being read: how many reads of it are in flight, and the read stamp of the latest
+    # one decided. Reads of one file may overlap (a slow read of v1 while v2 is read): the one
+    # that started later holds the newer bytes, so an older read decided after it is dropped
+    # (it would carry the larger version stamp). Entries live only while reads are in flight.
+    _reading: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
+    _decided: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
 
     async def run(
         self, changes: ChangeQueue, records: trio.MemorySendChannel[SessionRecord]
@@ -169,16 +173,39 @@ class Reader:
         pc = self.watched.get(change.pc_id)
         if pc is None:
             return None  # the PC was removed from the registry meanwhile
+        key = (change.pc_id, change.rel_path)
+        self._reading[key] = self._reading.get(key, 0) + 1
+        try:
+            return await self._read(change, pc)
+        finally:
+            self._reading[key] -= 1
+            if not self._reading[key]:
+                del self._reading[key]
+                self._decided.pop(key, None)
+
+    def _stale(self, change: FileChange, read_stamp: int) -> bool:
+        """A later read of this file was decided first: this one holds older bytes. Marks
+        this read decided otherwise (call it where nothing awaits before the decision)."""
+        key = (change.pc_id, change.rel_path)
+        if self._decided.get(key, -1) > read_stamp:
+            log.debug("read_superseded_by_later_read", pc_id=key[0], path=key[1])
+            return True
+        self._decided[key] = read_stamp
+        return False
+
+    async def _read(self, change: FileChange, pc: WatchedPc) -> SessionRecord | None:
         root, tracker = pc.root, pc.tracker
         self.status.files_seen[change.pc_id] += 1
-        # the stamp is taken before the read: whatever is read is at least this recent
+        # taken before the read: of two reads of one file, the one started later has the
+        # larger read stamp and the newer bytes (a read overlapping a write is unsettled)
+        read_stamp = self.ledger.issue_stamp()
         try:
             outcome = await pc.reads.read(
                 read_change,
                 root / change.rel_path,
                 change,
                 self.max_file_bytes,
-                time.time_ns(),
+                None,
                 change=change,
             )
         except NasHung:
@@ -192,15 +219,19 @@ class Reader:
                     await self.ledger.store.acked_hash(change.pc_id, change.rel_path)
                     == record.version.sha256
                 )
+                winner, seen = await self._winner(record, tracker)
+                if self._stale(change, read_stamp):
+                    return None
+                # the version stamp: issued at the decision, so a copy chosen after another was
+                # sent carries the larger one; above every stamp seen for this session
+                record = restamp(record, self.ledger.issue_stamp(above=seen))
                 if touched:
                     # touched, not changed: same bytes as acknowledged, nothing to send
                     await self.ledger.acknowledge([record.version])
                     return None
-                winner = await self._winner(record, tracker)
                 if winner.rel_path != change.rel_path:
                     return await self._superseded(record, change, winner, tracker)
-                record = self._stamp_winner(record)
-                tracker.note_inflight(record.session_id, _copy(record))
+                tracker.note_inflight(record.session_id, copy_of(record))
                 kind = "modified" if change.kind == "reread" else change.kind
                 self.status.sync_events.note(change.pc_id, kind, change.rel_path)
                 self.status.activity.add(
@@ -238,25 +269,19 @@ class Reader:
                 self.status.pc_error(change.pc_id, str(error))
             case Unreadable(ParseError() as error, stat, sha256):
                 self.status.unreadable_files.pop((change.pc_id, change.rel_path), None)
-                await self.quarantine(change, error, stat, sha256)
+                if not self._stale(change, read_stamp):
+                    await self.quarantine(change, error, stat, sha256)
         return None
 
-    def _stamp_winner(self, record: SessionRecord) -> SessionRecord:
-        """Reads overlap (a slow file, a second worker): a copy chosen as the winner after
-        another copy was sent must carry the larger stamp, or the table (and the batch buffer)
-        would keep the copy it beat. The stamps of one agent's decisions only grow; no
-        checkpoint lies between the choice in _winner and this call."""
-        stamp = max(record.version_stamp or 0, self._last_stamp + 1)
-        self._last_stamp = stamp
-        return record if stamp == record.version_stamp else restamp(record, stamp)
-
-    async def _winner(self, record: SessionRecord, tracker: FileTracker) -> Copy:
+    async def _winner(self, record: SessionRecord, tracker: FileTracker) -> tuple[Copy, int | None]:
         """Among the copies of this session (acknowledged or in flight, one per path, this file
-        as just read), the one the table must hold (keep_newest.py)."""
-        copies = {c.rel_path: c for c in await self.ledger.store.copies(*record.key)}
+        as just read), the one the table must hold (keep_newest.py); and the largest stamp
+        acknowledged for the session (a new one must be larger)."""
+        acked, seen = await self.ledger.store.copies_and_stamp(*record.key)
+        copies = {c.rel_path: c for c in acked}
         copies.update(tracker.inflight_copies(record.session_id))
-        copies[record.version.rel_path] = _copy(record)
-        return winner(copies.values(), time.time_ns())
+        copies[record.version.rel_path] = copy_of(record)
+        return winner(copies.values()), seen
 
     async def _superseded(
         self, record: SessionRecord, change: FileChange, best: Copy, tracker: FileTracker
@@ -274,8 +299,7 @@ class Reader:
             session_id=str(record.session_id),
             by=best.rel_path,
         )
-        now = time.time_ns()
-        if previous is None or rank(previous, now) < rank(best, now):
+        if previous is None or rank(previous) < rank(best):
             return None  # the winner was the winner already: it is in the table
         acked = tracker.acked_version(best.rel_path)
         if acked is None:
@@ -289,7 +313,14 @@ class Reader:
         copied to the error folder if that is writable, read again when the file changes."""
         size, mtime_ns, ctime_ns, inode = stat_fields(stat)
         version = FileVersion(
-            change.pc_id, change.rel_path, size, mtime_ns, sha256, ctime_ns=ctime_ns, inode=inode
+            change.pc_id,
+            change.rel_path,
+            size,
+            mtime_ns,
+            sha256,
+            ctime_ns=ctime_ns,
+            inode=inode,
+            version_stamp=self.ledger.issue_stamp(),
         )
         await self.ledger.quarantine(version, error.reason, error.message)
         pc = self.watched.get(change.pc_id)
@@ -326,5 +357,6 @@ class Reader:
         )
 
 
-def _copy(record: SessionRecord) -> Copy:
-    return Copy(record.version.rel_path, record.hand_count, record.version.mtime_ns)
+def copy_of(record: SessionRecord) -> Copy:
+    v = record.version
+    return Copy(v.rel_path, record.hand_count, v.mtime_ns, v.ctime_ns)

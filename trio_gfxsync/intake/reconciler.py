@@ -13,7 +13,6 @@ that changed since is the scanner's to send, and reconciliation never sends olde
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..errors import StoreError, UpstreamError
 from ..logs import get_logger
 from ..nas_calls import NasCalls, NasHung
 from ..observe.upstream import Upstream
-from ..pokergfx import SessionRecord
+from ..pokergfx import SessionRecord, restamp
 from ..reconciliation import Plan, Resend, plan
 from ..state.ledger import FileLedger
 from ..state.store import Store
@@ -61,7 +60,7 @@ async def plan_for(
     copies = await store.acked_copies(pc_id)
     waiting = await store.waiting_sessions(pc_id)
     stored = await table_hashes(target, pc_id)
-    return plan(pc_id, copies, stored, waiting | (in_flight or set()), time.time_ns())
+    return plan(pc_id, copies, stored, waiting | (in_flight or set()))
 
 
 # how a winner is read again: blocking `read_change` run somewhere, within a deadline
@@ -81,10 +80,13 @@ async def read_again(
     resends: Sequence[Resend],
     max_file_bytes: int,
     queue: Callable[[list[SessionRecord]], Awaitable[None]],
+    stamp: Callable[[], int],
     read: ReadAgain,
 ) -> Resent:
-    """Read each winner again and queue it, in chunks bounded in bytes. NasHung when the NAS
-    stops answering: the pass ends for this PC (the next one plans again)."""
+    """Read each winner again and queue it, in chunks bounded in bytes. `stamp` issues the
+    version stamp of each (keep_newest.StampClock): the table skips a smaller one, and the
+    skip is resolved against the NAS (delivery/skipped.py). NasHung when the NAS stops
+    answering: the pass ends for this PC (the next one plans again)."""
     result = Resent()
     chunk: list[SessionRecord] = []
     held = 0
@@ -101,7 +103,7 @@ async def read_again(
         if outcome.version.sha256 != resend.sha256:
             result.changed += 1
             continue
-        chunk.append(outcome)
+        chunk.append(restamp(outcome, stamp()))
         held += len(outcome.row)
         if held >= QUEUE_CHUNK_BYTES:
             await queue(chunk)
@@ -117,9 +119,7 @@ def nas_read_again(nas: NasCalls, pc_id: str, max_file_bytes: int) -> ReadAgain:
     """A one-shot command's way: a NAS thread with the deadline, one read of the PC out."""
 
     async def read(path: Path, change: FileChange) -> ReadOutcome:
-        return await nas.call(
-            ("read", pc_id), read_change, path, change, max_file_bytes, time.time_ns()
-        )
+        return await nas.call(("read", pc_id), read_change, path, change, max_file_bytes, None)
 
     return read
 
@@ -167,6 +167,7 @@ class Reconciler:
                         found.resend,
                         self.max_file_bytes,
                         self._queue,
+                        self.ledger.issue_stamp,
                         self._reader(pc),
                     )
                 except NasHung as exc:
@@ -193,7 +194,7 @@ class Reconciler:
         async def read(path: Path, change: FileChange) -> ReadOutcome:
             async with pc.reads.exclusive():
                 return await pc.reads.read(
-                    read_change, path, change, max_file_bytes, time.time_ns(), change=None
+                    read_change, path, change, max_file_bytes, None, change=None
                 )
 
         return read

@@ -22,6 +22,9 @@ ALERT_NAMES = {
     "quarantined_files": REVIEW,
     "files_unreadable": REVIEW,
     "watch_path_missing": WARN,
+    "clock_skew": REVIEW,
+    "record_failing": REVIEW,
+    "keep_newest_conflict": REVIEW,
 }
 
 
@@ -35,6 +38,7 @@ class Thresholds:
     retry_attempts: int = 5
     upload_failures: int = 5
     dead_letters: int = 1
+    clock_skew_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,12 @@ class Figures:
     # a quarantined or unreadable file is a session missing from the table: never "healthy"
     quarantined: int = 0
     unreadable_files: int = 0
+    # seconds this agent's clock is ahead of upstream's (the Date of its answers)
+    clock_skew: float | None = None
+    # records that failed alone (server error or timeout on their own request): "PC path session"
+    failing_records: tuple[str, ...] = ()
+    # sessions whose row needed repeated conditional replaces (two agents disagreeing)
+    conflicting_sessions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +141,36 @@ def evaluate(f: Figures, t: Thresholds) -> list[Alert]:
                 REVIEW,
                 f"{f.unreadable_files} file(s) could not be read (permissions or I/O): see the "
                 "dashboard or the file_unreadable log lines",
+            )
+        )
+    if f.clock_skew is not None and abs(f.clock_skew) > t.clock_skew_seconds:
+        side = "ahead of" if f.clock_skew > 0 else "behind"
+        found.append(
+            Alert(
+                "clock_skew",
+                REVIEW,
+                f"this machine's clock is {abs(f.clock_skew):.0f} s {side} Supabase's "
+                f"(> {t.clock_skew_seconds:.0f} s): set up NTP on the NAS",
+            )
+        )
+    if f.failing_records:
+        shown = "; ".join(f.failing_records[:3])
+        more = f" (+{len(f.failing_records) - 3} more)" if len(f.failing_records) > 3 else ""
+        found.append(
+            Alert(
+                "record_failing",
+                REVIEW,
+                f"{len(f.failing_records)} record(s) failing alone (timeout or server error on "
+                f"their own request, retried apart): {shown}{more}",
+            )
+        )
+    if f.conflicting_sessions:
+        found.append(
+            Alert(
+                "keep_newest_conflict",
+                REVIEW,
+                "row replaced again and again (two agents disagree on the newest copy?): "
+                + ", ".join(f.conflicting_sessions[:5]),
             )
         )
     if f.missing_watch_paths:

@@ -44,6 +44,7 @@ def thresholds(settings: Settings) -> Thresholds:
         retry_attempts=settings.alert_retry_attempts,
         upload_failures=settings.alert_upload_failures,
         dead_letters=settings.alert_dead_letters,
+        clock_skew_seconds=settings.alert_clock_skew_seconds,
     )
 
 
@@ -77,6 +78,7 @@ class Monitor:
         self.backfill = BackfillProgress()
         self._read_at = -1  # store generation of the figures shown
         self._retried = 0
+        self._failing: tuple[str, ...] = ()
         self._synced_stale = True
         self._synced_at = -math.inf
         self._disk: float | None = None
@@ -101,6 +103,11 @@ class Monitor:
             status.queue_counts = await store.counts()
             status.dead_letter_list = await store.recent_dead_letters(DEAD_LETTERS_SHOWN)
             self._retried = await store.retried(self.thresholds.retry_attempts)
+            failing = await store.failing() if status.queue_counts.failing else []
+            self._failing = tuple(
+                f"{f.pc_id} {f.rel_path} session {f.session_id} ({f.reason}, {f.failures}x)"
+                for f in failing
+            )
             self._synced_stale = True
         now = trio.current_time()
         if self._synced_stale and now >= self._synced_at + SYNCED_EVERY:
@@ -131,6 +138,12 @@ class Monitor:
             missing_watch_paths=tuple(p for p, pc in status.pcs.items() if pc.missing),
             quarantined=counts.quarantined,
             unreadable_files=len(status.unreadable_files),
+            clock_skew=status.clock_skew,
+            failing_records=self._failing,
+            conflicting_sessions=tuple(
+                f"{pc_id} session {session_id}"
+                for pc_id, session_id in status.conflicting_sessions(time.monotonic())
+            ),
         )
         self.apply_alerts(evaluate(figures, self.thresholds))
         self.log_health_change()

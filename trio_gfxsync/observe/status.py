@@ -22,6 +22,10 @@ from .sync_event_buffer import SyncEventBuffer
 from .upstream import Upstream
 
 STALE_POLLS = 3  # a PC is overdue after this many poll intervals without a complete scan
+# a session whose row needed this many conditional replaces within the window: two agents
+# that disagree on its newest copy (keep_newest.py), each replacing the other's
+REPLACES_IN_WINDOW = 3
+REPLACE_WINDOW = 600.0
 STALE_MIN = 10.0
 
 UPLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -117,6 +121,29 @@ class AgentStatus:
     upload_seconds: Histogram = field(default_factory=lambda: Histogram(UPLOAD_BUCKETS))
     batch_records: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     scan_seconds: LabelledHistogram = field(default_factory=lambda: LabelledHistogram(SCAN_BUCKETS))
+    clock_skew: float | None = None  # seconds ahead of upstream's clock (its answers' Date)
+    # monotonic times of the recent conditional replaces of each session's row
+    replaced: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+
+    def note_clock_skew(self, skew: float) -> None:
+        self.clock_skew = skew
+
+    def note_replaced(self, key: tuple[str, int], now: float) -> int:
+        """A conditional replace of this session's row (keep_newest.py); how many within the
+        window, this one included."""
+        recent = [t for t in self.replaced.get(key, []) if now - t < REPLACE_WINDOW]
+        recent.append(now)
+        self.replaced[key] = recent
+        return len(recent)
+
+    def conflicting_sessions(self, now: float) -> list[tuple[str, int]]:
+        for key in [k for k, ts in self.replaced.items() if now - ts[-1] >= REPLACE_WINDOW]:
+            del self.replaced[key]  # bounded: a quiet session is forgotten
+        return sorted(
+            key
+            for key, times in self.replaced.items()
+            if sum(1 for t in times if now - t < REPLACE_WINDOW) >= REPLACES_IN_WINDOW
+        )
 
     def uptime(self) -> float:
         return time.time() - self.started_at

@@ -18,10 +18,10 @@ from typing import Protocol
 
 import trio
 
-from ..keep_newest import winner
+from ..keep_newest import StampClock, winner
 from ..logs import get_logger
 from ..records import Deliverable, FileVersion, Key, Stat
-from .rows import QueueCounts
+from .rows import QueueCounts, RecordFailure
 from .store import Store
 
 log = get_logger("ledger")
@@ -42,12 +42,19 @@ class FileWatch(Protocol):
 QueueReport = Callable[[QueueCounts, bool], None]  # (counts, full)
 
 
+def _read_order(version: FileVersion) -> tuple[int, int]:
+    # the later read (the larger stamp) is the newer version, whatever the mtimes say; versions
+    # without a stamp (queued by an older agent) fall back on the mtime, behind any stamped one
+    stamped = version.version_stamp is not None
+    return (1, version.version_stamp or 0) if stamped else (0, version.mtime_ns)
+
+
 def newest_per_file(versions: Iterable[FileVersion]) -> list[FileVersion]:
     """One version per file: a batch may carry an older copy of a file beside its newer one."""
     latest: dict[tuple[str, str], FileVersion] = {}
     for version in versions:
         key = (version.pc_id, version.rel_path)
-        if key not in latest or version.mtime_ns > latest[key].mtime_ns:
+        if key not in latest or _read_order(version) > _read_order(latest[key]):
             latest[key] = version
     return list(latest.values())
 
@@ -60,8 +67,12 @@ class FileLedger:
         max_queue_size: int = 10_000,
         max_queue_bytes: int = 2**31,
         report: QueueReport | None = None,
+        stamps: StampClock | None = None,
     ) -> None:
         self.store = store
+        # every stamp this agent issues (reads, re-reads, conditional replaces): seeded by the
+        # agent from the store (`Store.largest_stamp`) so that they grow across restarts
+        self.stamps = stamps or StampClock()
         self.max_queue_size = max_queue_size
         self.max_queue_bytes = max_queue_bytes
         self._report = report
@@ -76,9 +87,18 @@ class FileLedger:
             if tracker is not None:
                 tracker.acknowledge(version.rel_path, version.stat)
 
-    async def acknowledge(self, versions: Iterable[FileVersion]) -> None:
+    def issue_stamp(self, above: int | None = None) -> int:
+        """A new version stamp: above every one issued before and above `above` (the largest
+        stamp sent or seen for the session at hand), and no smaller than the wall clock."""
+        return self.stamps.issue(time.time_ns(), above=above)
+
+    async def acknowledge(
+        self, versions: Iterable[FileVersion], stored: Iterable[tuple[Key, int]] = ()
+    ) -> None:
+        """`stored`: (key, stamp) of the rows the table just stored (their older queued copies
+        are done)."""
         latest = newest_per_file(versions)
-        await self.store.acknowledge(latest)
+        await self.store.acknowledge(latest, stored)
         self._tell_scanners(latest)
 
     # -- the offline queue --
@@ -121,6 +141,7 @@ class FileLedger:
         delay: float = 0.0,
         spill: bool = False,
         front: bool = False,
+        failure: RecordFailure | None = None,
     ) -> None:
         """Commit records to pending_sync; `versions` (theirs and the copies they superseded)
         are acknowledged in the same transaction.
@@ -131,7 +152,13 @@ class FileLedger:
             await self._wait_for_room()
         latest = newest_per_file(versions)
         await self.store.enqueue(
-            records, latest, attempts=attempts, delay=delay, error=error, front=front
+            records,
+            latest,
+            attempts=attempts,
+            delay=delay,
+            error=error,
+            front=front,
+            failure=failure,
         )
         self._tell_scanners(latest)
         self.queued.set()
@@ -184,11 +211,10 @@ class FileLedger:
         sessions = await self.store.sessions_of(pc_id, rel_paths)
         await self.store.forget(pc_id, rel_paths)
         again = []
-        now = time.time_ns()
         for session_id in sorted(set(sessions.values())):
             copies = await self.store.copies(pc_id, session_id)
             if copies:
-                again.append(winner(copies, now).rel_path)
+                again.append(winner(copies).rel_path)
         return again
 
     async def reload_states(self) -> None:

@@ -30,10 +30,38 @@ class QueuedRecord:
     row: bytes
     attempts: int
     version_stamp: int | None = None
+    failures: int = 0  # times it failed alone (RecordFailure), apart from refusals
+    first_failed_at: float | None = None  # wall clock
 
     @property
     def key(self) -> Key:
         return (self.version.pc_id, self.session_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFailure:
+    """One record failed alone: a server error or a timeout on a request of that record only,
+    while upstream answered other requests (`timed_out` or `server_error`)."""
+
+    reason: str
+    status: int | None
+    code: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailingRecord:
+    """A queued record that failed alone, as the alerts and the dashboard show it."""
+
+    pc_id: str
+    rel_path: str
+    session_id: int
+    failures: int
+    since: float  # wall clock of its first failure
+    reason: str
+    status: int | None
+    code: str | None
+    message: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +93,7 @@ class QueueCounts:
     quarantined: int
     files: int
     oldest_pending_at: float | None = None  # queued_at of the oldest pending record (wall clock)
+    failing: int = 0  # queued records that failed alone (RecordFailure)
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,21 @@ MIGRATIONS += (
     """,
 )
 MIGRATIONS += (
-    # 6: every file the agent makes in the error folder (a copy of a quarantined file and its
+    # 6: clocks cannot turn a version back (keep_newest.py). file_state orders the versions of
+    # one path by the stamp of their read, never by mtime; a queued record that fails alone
+    # (a statement timeout, a 500 on that record only) keeps its own count, reason and since
+    # when, apart from the table's refusals (`attempts`)
+    """
+    ALTER TABLE file_state ADD COLUMN version_stamp INTEGER;
+    ALTER TABLE pending_sync ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE pending_sync ADD COLUMN first_failed_at REAL;
+    ALTER TABLE pending_sync ADD COLUMN failure_reason TEXT;
+    ALTER TABLE pending_sync ADD COLUMN failure_status INTEGER;
+    ALTER TABLE pending_sync ADD COLUMN failure_code TEXT;
+    """,
+)
+MIGRATIONS += (
+    # 7: every file the agent makes in the error folder (a copy of a quarantined file and its
     # note), by device, inode and content: pruning removes these and nothing else, and a copy
     # never replaces a file the agent did not make
     """

@@ -31,7 +31,15 @@ from ..logs import get_logger
 from ..names import from_storage, storable
 from ..reconciliation import AckedCopy
 from ..records import UNKNOWN, Deliverable, FileVersion, Key, Stat, make_stat
-from .rows import AckedFile, DeadLetter, ErrorCopy, QueueCounts, QueuedRecord
+from .rows import (
+    AckedFile,
+    DeadLetter,
+    ErrorCopy,
+    FailingRecord,
+    QueueCounts,
+    QueuedRecord,
+    RecordFailure,
+)
 from .schema import BUSY_ERRORS, FULL_ERRORS, error_name, open_database
 
 T = TypeVar("T")
@@ -53,7 +61,10 @@ QUEUE_UPSERT = """
         hand_count = excluded.hand_count, row_z = excluded.row_z,
         nbytes = excluded.nbytes, attempts = excluded.attempts,
         last_error = excluded.last_error, next_attempt_at = excluded.next_attempt_at,
-        version_stamp = excluded.version_stamp
+        version_stamp = excluded.version_stamp,
+        -- another version is another record: whatever failed before was the old one's
+        failures = 0, first_failed_at = NULL, failure_reason = NULL, failure_status = NULL,
+        failure_code = NULL
     WHERE coalesce(excluded.version_stamp, -1) > coalesce(pending_sync.version_stamp, -1)
        OR (coalesce(excluded.version_stamp, -1) = coalesce(pending_sync.version_stamp, -1)
            AND (excluded.hand_count > pending_sync.hand_count
@@ -75,6 +86,7 @@ def _version(
     sha: str,
     session_id: int | None = None,
     hand_count: int | None = None,
+    version_stamp: int | None = None,
 ) -> FileVersion:
     return FileVersion(
         pc_id=pc_id,
@@ -84,7 +96,19 @@ def _version(
         sha256=sha,
         session_id=session_id,
         hand_count=hand_count,
+        version_stamp=version_stamp,
     )
+
+
+# The versions of one path in the order of their reads: by stamp when both have one, else (state
+# written by an agent older than the stamps) by mtime, a stamped read counting as the later one.
+LATER_READ = """
+    CASE WHEN excluded.version_stamp IS NOT NULL AND file_state.version_stamp IS NOT NULL
+         THEN excluded.version_stamp >= file_state.version_stamp
+         WHEN excluded.version_stamp IS NOT NULL THEN 1
+         WHEN file_state.version_stamp IS NOT NULL THEN 0
+         ELSE excluded.mtime_ns >= file_state.mtime_ns END
+"""
 
 
 # A file name that is not UTF-8 (names.py) is bound as the BLOB of its bytes: SQLite cannot
@@ -199,13 +223,17 @@ class Store:
         """What a scanner starts from: the acknowledged stat of each file (no hashes in RAM)."""
         return await self._run(self._acked_stats, pc_id)
 
-    def _copies(self, pc_id: str, session_id: int) -> list[Copy]:
+    def _copies(self, pc_id: str, session_id: int) -> tuple[list[Copy], int | None]:
         rows = self._conn.execute(
-            "SELECT rel_path, hand_count, mtime_ns FROM file_state"
-            " WHERE pc_id = ? AND session_id = ? AND hand_count IS NOT NULL",
+            "SELECT rel_path, hand_count, mtime_ns, coalesce(ctime_ns, -1), version_stamp"
+            " FROM file_state WHERE pc_id = ? AND session_id = ? AND hand_count IS NOT NULL",
             (pc_id, session_id),
-        )
-        return [Copy(from_storage(rel), hands, mtime) for rel, hands, mtime in rows]
+        ).fetchall()
+        stamps = [stamp for *_, stamp in rows if stamp is not None]
+        copies = [
+            Copy(from_storage(rel), hands, mtime, ctime) for rel, hands, mtime, ctime, _ in rows
+        ]
+        return copies, max(stamps, default=None)
 
     def _keys_with_copies(self) -> dict[str, set[int]]:
         rows = self._conn.execute(
@@ -218,10 +246,27 @@ class Store:
 
     async def copies(self, pc_id: str, session_id: int) -> list[Copy]:
         """The acknowledged copies of a session, one per file (keep_newest.py)."""
+        return (await self.copies_and_stamp(pc_id, session_id))[0]
+
+    async def copies_and_stamp(self, pc_id: str, session_id: int) -> tuple[list[Copy], int | None]:
+        """The acknowledged copies of a session, and the largest stamp acknowledged for it (a
+        new stamp for the session must be larger: keep_newest.StampClock)."""
         known = self._with_copies
         if known is not None and session_id not in known.get(pc_id, ()):
-            return []
+            return [], None
         return await self._run(self._copies, pc_id, session_id)
+
+    def _largest_stamp(self) -> int:
+        largest = 0
+        for table in ("file_state", "pending_sync", "dead_letter"):
+            (value,) = self._conn.execute(f"SELECT max(version_stamp) FROM {table}").fetchone()
+            largest = max(largest, value or 0)
+        return largest
+
+    async def largest_stamp(self) -> int:
+        """The largest stamp the file holds (acknowledged, queued or dead-lettered): where the
+        stamps of a new run start, whatever the clock did meanwhile (keep_newest.StampClock)."""
+        return await self._run(self._largest_stamp)
 
     def _acked_copies(self, pc_id: str) -> list[AckedCopy]:
         rows = self._conn.execute(
@@ -286,17 +331,18 @@ class Store:
         conn.executemany(
             """
             INSERT INTO file_state (pc_id, rel_path, size, mtime_ns, sha256, acked_at, session_id,
-                ctime_ns, inode, hand_count)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ctime_ns, inode, hand_count, version_stamp)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (pc_id, rel_path) DO UPDATE SET
                 size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,
                 acked_at = excluded.acked_at, session_id = excluded.session_id,
                 ctime_ns = excluded.ctime_ns, inode = excluded.inode,
-                hand_count = excluded.hand_count
-            -- an older version acknowledged late (a dead letter from the queue, two saves at
-            -- once) must not replace a newer one: a restart would re-send an unchanged file
-            WHERE excluded.mtime_ns >= file_state.mtime_ns
-            """,
+                hand_count = excluded.hand_count, version_stamp = excluded.version_stamp
+            -- an older read acknowledged late (a dead letter from the queue, two saves at
+            -- once) must not replace a newer one, whatever the mtimes say (a backup restored
+            -- with its times, a PC clock corrected): a restart would re-send an unchanged file
+            WHERE """
+            + LATER_READ,
             [
                 (
                     v.pc_id,
@@ -309,12 +355,13 @@ class Store:
                     None if v.ctime_ns == UNKNOWN else v.ctime_ns,
                     None if v.inode == UNKNOWN else v.inode,
                     v.hand_count,
+                    v.version_stamp,
                 )
                 for v in versions
             ],
         )
 
-    def _acknowledge(self, versions: list[FileVersion]) -> None:
+    def _acknowledge(self, versions: list[FileVersion], stored: list[tuple[str, int, int]]) -> None:
         def body(conn: sqlite3.Connection) -> None:
             self._ack_rows(conn, versions, time.time())
             # a quarantined file that now syncs is resolved
@@ -322,14 +369,26 @@ class Store:
                 "DELETE FROM dead_letter WHERE pc_id = ? AND rel_path = ? AND kind = 'quarantine'",
                 [(v.pc_id, v.rel_path) for v in versions],
             )
+            # a queued copy older than the one just stored would only be skipped by the table
+            # (or, stamped by another run, overwrite it): it is done
+            conn.executemany(
+                "DELETE FROM pending_sync WHERE pc_id = ? AND session_id = ?"
+                " AND coalesce(version_stamp, -1) < ?",
+                stored,
+            )
 
         self._transaction(body)
 
-    async def acknowledge(self, versions: Iterable[FileVersion]) -> None:
-        """Durably mark these file versions done; only then may a restart skip them."""
+    async def acknowledge(
+        self, versions: Iterable[FileVersion], stored: Iterable[tuple[Key, int]] = ()
+    ) -> None:
+        """Durably mark these file versions done; only then may a restart skip them.
+        `stored`: (key, stamp) of rows the table just stored: queued copies of those keys
+        with a smaller stamp are removed in the same transaction."""
         batch = list(versions)
-        if batch:
-            await self._write(self._acknowledge, batch)
+        drop = [(pc_id, session_id, stamp) for (pc_id, session_id), stamp in stored]
+        if batch or drop:
+            await self._write(self._acknowledge, batch, drop)
 
     def _forget(self, pc_id: str, rel_paths: list[str]) -> None:
         self._transaction(
@@ -354,6 +413,7 @@ class Store:
         attempts: dict[Key, int],
         next_attempt_at: float,
         error: str | None,
+        failure: RecordFailure | None,
     ) -> None:
         now = time.time()
 
@@ -381,6 +441,9 @@ class Store:
                     )
                 )
             conn.executemany(QUEUE_UPSERT, rows)
+            if failure is not None:
+                for record in records:
+                    self._note_failure(conn, record, failure, now, next_attempt_at)
             self._ack_rows(conn, acked, now)
 
         self._transaction(body)
@@ -394,9 +457,11 @@ class Store:
         delay: float = 0.0,
         error: str | None = None,
         front: bool = False,
+        failure: RecordFailure | None = None,
     ) -> None:
         """Queue records and, in the same transaction, acknowledge the file versions they carry.
-        `front`: the drainer takes them before everything else (live changes)."""
+        `front`: the drainer takes them before everything else (live changes). `failure`: they
+        failed alone (RecordFailure): counted, and retried apart from the rest of the queue."""
         if records or acked:
             await self._write(
                 self._enqueue,
@@ -405,40 +470,114 @@ class Store:
                 attempts or {},
                 0.0 if front else time.time() + delay,
                 error,
+                failure,
             )
 
-    def _due(self, now: float, limit: int, max_bytes: int) -> list[QueuedRecord]:
+    def _note_failure(
+        self,
+        conn: sqlite3.Connection,
+        record: Deliverable,
+        failure: RecordFailure,
+        now: float,
+        next_attempt_at: float,
+    ) -> None:
+        conn.execute(
+            """UPDATE pending_sync SET failures = failures + 1,
+                   first_failed_at = coalesce(first_failed_at, ?), failure_reason = ?,
+                   failure_status = ?, failure_code = ?, last_error = ?, next_attempt_at = ?
+               WHERE pc_id = ? AND session_id = ? AND sha256 = ?""",
+            (
+                now,
+                failure.reason,
+                failure.status,
+                failure.code,
+                failure.message,
+                next_attempt_at,
+                record.version.pc_id,
+                record.session_id,
+                record.version.sha256,
+            ),
+        )
+
+    def _failed(self, record: Deliverable, failure: RecordFailure, when: float) -> None:
+        self._transaction(lambda conn: self._note_failure(conn, record, failure, time.time(), when))
+
+    async def failed_alone(self, record: Deliverable, failure: RecordFailure, delay: float) -> None:
+        """A queued record failed once more on its own: count it, retry it after `delay`."""
+        await self._write(self._failed, record, failure, time.time() + delay)
+
+    def _due(self, now: float, limit: int, max_bytes: int, failing: bool) -> list[QueuedRecord]:
         rows = self._conn.execute(
-            """
+            f"""
             SELECT pc_id, session_id, rel_path, size, mtime_ns, sha256, hand_count, row_z, attempts,
-                version_stamp
-            FROM pending_sync WHERE next_attempt_at <= ?
+                version_stamp, failures, first_failed_at
+            FROM pending_sync WHERE next_attempt_at <= ? AND failures {">" if failing else "="} 0
             ORDER BY next_attempt_at, queued_at LIMIT ?
             """,
             (now, limit),
         )
         found: list[QueuedRecord] = []
         total = 2
-        for pc_id, session_id, rel, size, mtime, sha, hands, row_z, attempts, stamp in rows:
+        for (
+            pc_id,
+            session_id,
+            rel,
+            size,
+            mtime,
+            sha,
+            hands,
+            row_z,
+            attempts,
+            stamp,
+            failures,
+            failed_at,
+        ) in rows:
             row = zlib.decompress(row_z)
             if found and total + len(row) + 1 > max_bytes:
                 break
             total += len(row) + 1
-            version = _version(pc_id, from_storage(rel), size, mtime, sha, session_id, hands)
-            found.append(QueuedRecord(version, session_id, hands, row, attempts, stamp))
+            version = _version(pc_id, from_storage(rel), size, mtime, sha, session_id, hands, stamp)
+            found.append(
+                QueuedRecord(version, session_id, hands, row, attempts, stamp, failures, failed_at)
+            )
         return found
 
     async def due(self, limit: int, max_bytes: int) -> list[QueuedRecord]:
-        """Queued records whose time has come, oldest first, within one request's limits."""
-        return await self._run(self._due, time.time(), limit, max_bytes)
+        """Queued records whose time has come, oldest first, within one request's limits;
+        records that failed alone are not among them (`failing_due`)."""
+        return await self._run(self._due, time.time(), limit, max_bytes, False)
 
-    def _next_due(self) -> float:
-        (value,) = self._conn.execute("SELECT min(next_attempt_at) FROM pending_sync").fetchone()
+    async def failing_due(self) -> QueuedRecord | None:
+        """The record that failed alone whose next attempt is due first, if one is."""
+        found = await self._run(self._due, time.time(), 1, 2**62, True)
+        return found[0] if found else None
+
+    def _next_due(self, failing: bool) -> float:
+        (value,) = self._conn.execute(
+            "SELECT min(next_attempt_at) FROM pending_sync WHERE failures "
+            + ("> 0" if failing else "= 0")
+        ).fetchone()
         return math.inf if value is None else float(value)
 
-    async def next_due(self) -> float:
-        """Wall-clock time of the next queued record's attempt (inf when the queue is empty)."""
-        return await self._run(self._next_due)
+    async def next_due(self, *, failing: bool = False) -> float:
+        """Wall-clock time of the next queued record's attempt (inf when the queue is empty):
+        of the records that failed alone, or of the rest."""
+        return await self._run(self._next_due, failing)
+
+    def _failing(self) -> list[FailingRecord]:
+        rows = self._conn.execute(
+            "SELECT pc_id, rel_path, session_id, failures, first_failed_at, failure_reason,"
+            " failure_status, failure_code, last_error FROM pending_sync WHERE failures > 0"
+            " ORDER BY first_failed_at LIMIT 100"
+        )
+        return [
+            FailingRecord(pc_id, from_storage(rel), session_id, n, since, reason, status, code, msg)
+            for pc_id, rel, session_id, n, since, reason, status, code, msg in rows
+        ]
+
+    async def failing(self) -> list[FailingRecord]:
+        """Queued records that failed alone (at most 100, the longest failing first)."""
+        return await self._run(self._failing)
 
     def _remove(self, records: list[QueuedRecord]) -> None:
         # only the copy that was sent: a newer one may have replaced it meanwhile
@@ -793,7 +932,8 @@ class Store:
             " count(*) FILTER (WHERE kind = 'quarantine') FROM dead_letter"
         ).fetchone()
         (files,) = conn.execute("SELECT count(*) FROM file_state").fetchone()
-        return QueueCounts(pending, pending_bytes, dead, quarantined, files, oldest)
+        (failing,) = conn.execute("SELECT count(*) FROM pending_sync WHERE failures > 0").fetchone()
+        return QueueCounts(pending, pending_bytes, dead, quarantined, files, oldest, failing)
 
     async def counts(self) -> QueueCounts:
         return await self._run(self._counts)

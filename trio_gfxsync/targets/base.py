@@ -7,13 +7,33 @@ retries, sleeps or queues on its own: that is the error policy's job, in one pla
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from ..keep_newest import StoredRow
+from ..records import Written
+
 
 class Target(Protocol):
-    async def upsert_sessions(self, body: bytes) -> None:
-        """Upsert a JSON array of gfx_sessions rows (keep-newest applies in the target)."""
+    async def upsert_sessions(self, body: bytes) -> Written:
+        """Upsert a JSON array of gfx_sessions rows (keep-newest applies in the target).
+
+        Returns the key and stored file_hash of each row the target wrote. A key of the body
+        that is missing was skipped by keep-newest (the stored row carries a larger stamp):
+        nothing of it was stored."""
+        ...
+
+    async def stored_versions(self, pc_id: str, session_ids: Sequence[int]) -> dict[int, StoredRow]:
+        """Stamp, hash and path of the rows the table holds for these sessions of one PC
+        (a session without a row is absent)."""
+        ...
+
+    async def replace_session(
+        self, pc_id: str, session_id: int, row: bytes, expected_stamp: int | None
+    ) -> bool:
+        """Write `row` (one JSON object) over the stored row of this key only if that still
+        carries `expected_stamp`; False when it moved meanwhile (or is gone)."""
         ...
 
     async def insert_sync_events(self, body: bytes) -> None:

@@ -10,22 +10,32 @@ credentials (settings refuse them).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 import orjson
 
 from ..errors import UpstreamError
+from ..keep_newest import StoredRow
 from ..logs import clip, get_logger, register_secret
 from ..pokergfx import ROW_COLUMNS
 from ..policy import Verdict, capped_retry_after, retry_after_seconds
+from ..records import Written
 from ..settings import Settings
 
 log = get_logger("postgrest")
 
 CONFLICT_KEY = "gfx_pc_id,session_id"
-UPSERT_PARAMS = {"on_conflict": CONFLICT_KEY, "columns": ",".join(ROW_COLUMNS)}
-UPSERT_PREFER = "resolution=merge-duplicates,return=minimal"
+# The rows written come back (only their keys and hashes): a row the keep-newest trigger skipped
+# is absent, which is how the agent knows it was not stored although the answer is a 2xx.
+WRITTEN = "gfx_pc_id,session_id,file_hash"
+UPSERT_PARAMS = {"on_conflict": CONFLICT_KEY, "columns": ",".join(ROW_COLUMNS), "select": WRITTEN}
+UPSERT_PREFER = "resolution=merge-duplicates,return=representation"
+STORED_COLUMNS = "session_id,version_stamp,file_hash,file_path"
+IDS_PER_READ = 100  # session ids in one `in.(...)` filter: the URL stays a few KB
 
 
 def is_jwt(key: str) -> bool:
@@ -92,6 +102,29 @@ def not_postgrest(response: httpx.Response) -> None:
     )
 
 
+def written_rows(response: httpx.Response) -> Written:
+    """The rows an upsert wrote, from its `return=representation` answer: a JSON array of
+    {gfx_pc_id, session_id, file_hash}, one per row written (a subset of the batch: the rows
+    keep-newest skipped are absent). Anything else is not PostgREST (a portal's page, a proxy's
+    empty 200): it stored nothing we can tell of, so nothing may be acknowledged."""
+    try:
+        rows = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        rows = None
+    written: Written = {}
+    if isinstance(rows, list):
+        for row in rows:
+            pc_id = row.get("gfx_pc_id") if isinstance(row, dict) else None
+            session_id = row.get("session_id") if isinstance(row, dict) else None
+            if not isinstance(pc_id, str) or type(session_id) is not int:
+                break
+            file_hash = row.get("file_hash")
+            written[(pc_id, session_id)] = file_hash if isinstance(file_hash, str) else None
+        else:
+            return written
+    raise not_postgrest_read(response, "an upsert asking for the rows written")
+
+
 def not_postgrest_read(response: httpx.Response, what: str) -> UpstreamError:
     """A read answered with something that is not PostgREST's JSON (a portal's page)."""
     kind = response.headers.get("content-type", "").split(";")[0].strip() or "none"
@@ -104,6 +137,23 @@ def not_postgrest_read(response: httpx.Response, what: str) -> UpstreamError:
     )
 
 
+def clock_skew(date: str | None, received_at: float, elapsed: float) -> float | None:
+    """Seconds this machine's clock is ahead of upstream's (negative: behind), from an answer's
+    `Date` header. The header has whole seconds, written somewhere between the request leaving
+    and the answer arriving: its middle against the middle of that window, so the figure is
+    within half the round trip plus half a second of the truth (the alert's threshold is a
+    minute)."""
+    if not date:
+        return None
+    try:
+        stamped = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if stamped.tzinfo is None:
+        stamped = stamped.replace(tzinfo=UTC)
+    return (received_at - elapsed / 2) - (stamped.timestamp() + 0.5)
+
+
 def transport_error(exc: httpx.HTTPError, secrets: tuple[str, ...] = ()) -> UpstreamError:
     for secret in secrets:
         register_secret(secret)
@@ -114,10 +164,19 @@ def transport_error(exc: httpx.HTTPError, secrets: tuple[str, ...] = ()) -> Upst
 class PostgrestClient:
     """Owns the one httpx.AsyncClient; close it with `aclose` (or `async with`)."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        on_clock_skew: Callable[[float], None] | None = None,
+    ):
         key = settings.secret_key
         register_secret(key)  # whoever builds a client: its key never shows (logs.scrub)
         self._secrets = (key,)
+        # told the agent's clock minus upstream's (the Date of its answers), on every answer
+        self._on_clock_skew = on_clock_skew
+        self.clock_skew: float | None = None
         self._max_retry_after = settings.max_retry_after
         self._client = httpx.AsyncClient(
             base_url=settings.rest_url,
@@ -143,6 +202,15 @@ class PostgrestClient:
             error.retry_after = honoured
         return error
 
+    def _note_date(self, response: httpx.Response) -> None:
+        skew = clock_skew(
+            response.headers.get("date"), time.time(), response.elapsed.total_seconds()
+        )
+        if skew is not None:
+            self.clock_skew = skew
+            if self._on_clock_skew is not None:
+                self._on_clock_skew(skew)
+
     async def __aenter__(self) -> PostgrestClient:
         return self
 
@@ -159,9 +227,11 @@ class PostgrestClient:
         if prefer:
             headers["Prefer"] = prefer
         try:
-            return await self._client.post(path, content=body, params=params, headers=headers)
+            response = await self._client.post(path, content=body, params=params, headers=headers)
         except httpx.HTTPError as exc:
             raise transport_error(exc, self._secrets) from None
+        self._note_date(response)
+        return response
 
     async def _request(
         self, method: str, path: str, params: dict[str, str], headers: dict[str, str] | None = None
@@ -171,16 +241,66 @@ class PostgrestClient:
             response = await self._client.request(method, path, params=params, headers=headers)
         except httpx.HTTPError as exc:
             raise transport_error(exc, self._secrets) from None
+        self._note_date(response)
         if not response.is_success:
             raise self._error(response)
         return response
 
-    async def upsert_sessions(self, body: bytes) -> None:
-        """Upsert a JSON array of gfx_sessions rows; raise UpstreamError unless 2xx."""
+    async def upsert_sessions(self, body: bytes) -> Written:
+        """Upsert a JSON array of gfx_sessions rows: the rows written (a row keep-newest skipped
+        is absent); raise UpstreamError unless 2xx."""
         response = await self._post("/gfx_sessions", body, UPSERT_PARAMS, UPSERT_PREFER)
         if not response.is_success:
             raise self._error(response)
-        not_postgrest(response)
+        return written_rows(response)
+
+    async def stored_versions(self, pc_id: str, session_ids: Sequence[int]) -> dict[int, StoredRow]:
+        found: dict[int, StoredRow] = {}
+        ids = sorted(set(session_ids))
+        for start in range(0, len(ids), IDS_PER_READ):
+            chunk = ",".join(str(i) for i in ids[start : start + IDS_PER_READ])
+            params = {
+                "select": STORED_COLUMNS,
+                "gfx_pc_id": f"eq.{pc_id}",
+                "session_id": f"in.({chunk})",
+            }
+            response = await self._request("GET", "/gfx_sessions", params)
+            try:
+                for row in orjson.loads(response.content):
+                    found[int(row["session_id"])] = StoredRow(
+                        row["version_stamp"], row["file_hash"], row["file_path"]
+                    )
+            except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+                raise not_postgrest_read(response, "a read of stored versions") from None
+        return found
+
+    async def replace_session(
+        self, pc_id: str, session_id: int, row: bytes, expected_stamp: int | None
+    ) -> bool:
+        params = {
+            "gfx_pc_id": f"eq.{pc_id}",
+            "session_id": f"eq.{session_id}",
+            # the condition: the row still carries the stamp the agent saw (else it moved)
+            "version_stamp": "is.null" if expected_stamp is None else f"eq.{expected_stamp}",
+            "select": "session_id",
+        }
+        headers = {"Content-Type": "application/json", "Prefer": "return=representation"}
+        try:
+            response = await self._client.patch(
+                "/gfx_sessions", content=row, params=params, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self._secrets) from None
+        self._note_date(response)
+        if not response.is_success:
+            raise self._error(response)
+        try:
+            rows = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            rows = None
+        if not isinstance(rows, list):
+            raise not_postgrest_read(response, "a conditional replace")
+        return len(rows) == 1
 
     async def insert_sync_events(self, body: bytes) -> None:
         response = await self._post("/sync_events", body, {}, "return=minimal")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +25,9 @@ import anyio.to_thread
 import orjson
 
 from ..errors import UpstreamError
+from ..keep_newest import StoredRow
 from ..policy import Verdict
+from ..records import Written
 
 T = TypeVar("T")
 
@@ -99,6 +101,7 @@ WHERE (excluded.version_stamp IS NOT NULL
        AND (coalesce(excluded.hand_count, 0) > coalesce(gfx_sessions.hand_count, 0)
             OR (coalesce(excluded.hand_count, 0) = coalesce(gfx_sessions.hand_count, 0)
                 AND coalesce(excluded.file_mtime, '') >= coalesce(gfx_sessions.file_mtime, ''))))
+RETURNING gfx_pc_id, session_id, file_hash
 """
 
 EVENT_COLUMNS = ("gfx_pc_id", "event_type", "file_path", "record_count", "error_message")
@@ -152,7 +155,7 @@ class SqliteTarget:
 
         return await anyio.to_thread.run_sync(call, limiter=self._limiter)
 
-    async def upsert_sessions(self, body: bytes) -> None:
+    async def upsert_sessions(self, body: bytes) -> Written:
         try:
             rows = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -162,17 +165,56 @@ class SqliteTarget:
         now = _now()
         values = [_values(row, now) for row in rows]
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> Written:
+            written: Written = {}
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(UPSERT, values)
+                # a row the keep-newest rule skips returns nothing, as in PostgreSQL
+                for row in values:
+                    for pc_id, session_id, file_hash in conn.execute(UPSERT, row):
+                        written[(pc_id, session_id)] = file_hash
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            return written
 
-        await self._run(write)
+        return await self._run(write)
+
+    async def stored_versions(self, pc_id: str, session_ids: Sequence[int]) -> dict[int, StoredRow]:
+        ids = sorted(set(session_ids))
+
+        def read(conn: sqlite3.Connection) -> dict[int, StoredRow]:
+            found: dict[int, StoredRow] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(
+                    "SELECT session_id, version_stamp, file_hash, file_path FROM gfx_sessions"
+                    f" WHERE gfx_pc_id = ? AND session_id IN ({','.join('?' * len(chunk))})",
+                    (pc_id, *chunk),
+                )
+                for session_id, stamp, file_hash, file_path in rows:
+                    found[int(session_id)] = StoredRow(stamp, file_hash, file_path)
+            return found
+
+        return await self._run(read)
+
+    async def replace_session(
+        self, pc_id: str, session_id: int, row: bytes, expected_stamp: int | None
+    ) -> bool:
+        values = _values(orjson.loads(row), _now())[1:-2]  # the columns, without id and times
+        assignments = ", ".join(f"{c} = ?" for c in COLUMNS)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                f"UPDATE gfx_sessions SET {assignments}, updated_at = ?"
+                " WHERE gfx_pc_id = ? AND session_id = ? AND version_stamp IS ?",
+                (*values, _now(), pc_id, session_id, expected_stamp),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(write)
 
     async def insert_sync_events(self, body: bytes) -> None:
         rows = orjson.loads(body)
