@@ -4,6 +4,7 @@ corruption recovery, a full disk and a locked database."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -245,5 +246,29 @@ async def test_records_failing_alone_wait_apart_from_the_queue(tmp_path: Path) -
         newer = stamped(record("PC01", "1016/b.json", 4, index=2, session_id=12345), 300)
         await store.enqueue([newer], [newer.version])
         assert (await store.counts()).failing == 0
+    finally:
+        await store.close()
+
+
+async def test_a_clock_stepped_back_never_holds_a_queued_record(tmp_path: Path) -> None:
+    """Queued under a clock an hour fast, read under the corrected one: due now, not in an
+    hour (no backoff is ever longer than a minute)."""
+    store = await Store.open(tmp_path / "pending.db")
+    try:
+        queued = stamped(record("PC01", "1016/a.json", 3), 100)
+        failing = stamped(record("PC01", "1016/b.json", 3, index=2, session_id=12345), 101)
+        await store.enqueue([queued], [queued.version], delay=3600)
+        await store.enqueue(
+            [failing], [failing.version], failure=RecordFailure("timed_out", 504, None, "x")
+        )
+        await store._run(
+            lambda: store._conn.execute(
+                "UPDATE pending_sync SET next_attempt_at = ?", (time.time() + 3600,)
+            )
+        )
+        assert [r.session_id for r in await store.due(10, 10**9)] == [queued.session_id]
+        found = await store.failing_due()
+        assert found is not None and found.session_id == failing.session_id
+        assert await store.next_due() <= time.time() + 120
     finally:
         await store.close()

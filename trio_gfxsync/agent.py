@@ -215,7 +215,7 @@ class Agent:
         budget = ByteBudget(max(MEMORY_BUDGET, 2 * settings.max_batch_bytes))
         batch_send, batch_recv = trio.open_memory_channel[Batch[SessionRecord]](0)
 
-        reconfirm = Reconfirmer(ledger, watched, settings.max_file_bytes)
+        reconfirm = Reconfirmer(ledger, watched, settings.max_file_bytes, self.nas)
 
         def delivery(kind: type[D], alone: bool = False) -> D:
             return kind(

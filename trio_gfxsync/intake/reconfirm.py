@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import trio
-
 from ..errors import NasUnavailable
 from ..keep_newest import winner
+from ..nas_calls import NasCalls, NasHung
 from ..pokergfx import SessionRecord
 from ..records import make_stat
 from ..state.ledger import FileLedger
@@ -24,14 +23,15 @@ from .reader import Unreadable, Unsettled, copy_of, read_change
 from .scanner import WatchedPc
 from .tracker import reread
 
-READ_DEADLINE = 30.0  # seconds for all the reads of one session: a hung mount cannot hold it
-
 
 @dataclass
 class Reconfirmer:
     ledger: FileLedger
     watched: dict[str, WatchedPc]  # the registry watcher's
     max_file_bytes: int
+    # NAS threads with a deadline, one outstanding call per PC (nas_calls.py). Not the PC's
+    # reader turn (`pc.reads`): a reader holding it may wait on the very upload that waits here.
+    nas: NasCalls
 
     async def current_winner(
         self, pc_id: str, session_id: int, paths: Sequence[str]
@@ -41,24 +41,24 @@ class Reconfirmer:
             raise NasUnavailable(f"PC {pc_id} is not watched now")
         acked = await self.ledger.store.copies(pc_id, session_id)
         fresh: dict[str, SessionRecord] = {}
-        with trio.move_on_after(READ_DEADLINE) as scope:
-            for rel in sorted({*paths, *(c.rel_path for c in acked)}):
-                # a stat nothing matches: a parse error reads as "still being written"
-                change = reread(pc_id, rel, make_stat(-1, 0, 0, 0))
-                outcome = await trio.to_thread.run_sync(
+        for rel in sorted({*paths, *(c.rel_path for c in acked)}):
+            # a stat nothing matches: a parse error reads as "still being written"
+            change = reread(pc_id, rel, make_stat(-1, 0, 0, 0))
+            try:
+                outcome = await self.nas.call(
+                    ("reconfirm", pc_id),
                     read_change,
                     pc.root / rel,
                     change,
                     self.max_file_bytes,
                     None,
-                    abandon_on_cancel=True,
                 )
-                if isinstance(outcome, Unsettled | Unreadable):
-                    raise NasUnavailable(f"{rel} cannot be read now ({type(outcome).__name__})")
-                if isinstance(outcome, SessionRecord) and outcome.session_id == session_id:
-                    fresh[rel] = outcome
-        if scope.cancelled_caught:
-            raise NasUnavailable(f"the NAS did not answer within {READ_DEADLINE:.0f} s")
+            except NasHung as exc:
+                raise NasUnavailable(exc.reason) from None
+            if isinstance(outcome, Unsettled | Unreadable):
+                raise NasUnavailable(f"{rel} cannot be read now ({type(outcome).__name__})")
+            if isinstance(outcome, SessionRecord) and outcome.session_id == session_id:
+                fresh[rel] = outcome
         if not fresh:
             return None
         return fresh[winner(copy_of(r) for r in fresh.values()).rel_path]

@@ -46,6 +46,10 @@ T = TypeVar("T")
 log = get_logger("store")
 
 WRITE_RETRY_MAX = 5.0
+# No record is ever given a longer wait than this (every backoff is capped at 60 s). One due
+# later than that was scheduled by a clock that has since stepped back (NTP corrected a clock
+# an hour fast, a restart in between): it is due now, not in an hour.
+LONGEST_WAIT = 120.0
 
 # The one copy of the queue's keep-newest rule, as the database trigger has it (keep_newest.py):
 # the larger version stamp wins; rows without stamps (queued by an older agent) fall back to
@@ -511,10 +515,12 @@ class Store:
             f"""
             SELECT pc_id, session_id, rel_path, size, mtime_ns, sha256, hand_count, row_z, attempts,
                 version_stamp, failures, first_failed_at
-            FROM pending_sync WHERE next_attempt_at <= ? AND failures {">" if failing else "="} 0
+            FROM pending_sync
+            WHERE (next_attempt_at <= ? OR next_attempt_at > ?)
+                AND failures {">" if failing else "="} 0
             ORDER BY next_attempt_at, queued_at LIMIT ?
             """,
-            (now, limit),
+            (now, now + LONGEST_WAIT, limit),
         )
         found: list[QueuedRecord] = []
         total = 2
@@ -557,7 +563,9 @@ class Store:
             "SELECT min(next_attempt_at) FROM pending_sync WHERE failures "
             + ("> 0" if failing else "= 0")
         ).fetchone()
-        return math.inf if value is None else float(value)
+        if value is None:
+            return math.inf
+        return min(float(value), time.time() + LONGEST_WAIT)  # a clock stepped back: not later
 
     async def next_due(self, *, failing: bool = False) -> float:
         """Wall-clock time of the next queued record's attempt (inf when the queue is empty):
