@@ -1,10 +1,12 @@
-"""The live hand tables (deploy/supabase/migrations/20261203100000_gfx_hands.sql): derived by the
-database from gfx_sessions.raw_json, checked against the real PokerGFX exports, PostgreSQL and
-PostgREST 12.0.2 behind the gateway.
+"""The live hand tables (deploy/supabase/migrations/20261203100000_gfx_hands.sql, with the
+security delay of 20261205110000_gfx_hands_delay.sql on top): derived by the database from
+gfx_sessions.raw_json, checked against the real PokerGFX exports, PostgreSQL and PostgREST
+12.0.2 behind the gateway. The tiers and the delay themselves: tests/test_hands_delay.py.
 
-This module owns its database (the core migration, then the hand migration), its PostgREST and
+This module owns its database (the core migration, then the hand migrations), its PostgREST and
 two gateways: one holding the agent's sb_secret_ key (service_role), one holding a legacy anon
-key that forwards the caller's JWT, as Supabase's gateway does for a browser. Sessions go in the
+key that forwards the caller's JWT, as Supabase's gateway does for a browser; the graphics
+desk's JWT is a signed-in user's with `app_metadata.gfx_access = live`. Sessions go in the
 way the agent sends them: `parse_session` rows, upserted through /rest/v1/gfx_sessions.
 
 The expected values are computed here from the JSON, independently of the SQL.
@@ -31,9 +33,11 @@ import pytest
 import trio
 
 from tests.support import infra
+from tests.support.realtime import user_claims
 from trio_gfxsync.commands.hands import (
     HANDS_VERSION,
     check_hands,
+    hands_migration_sql,
     rebuild_hands,
     run_hands_rebuild,
     sql_for_schema,
@@ -43,7 +47,8 @@ from trio_gfxsync.pokergfx import parse_session
 from trio_gfxsync.settings import Settings, load_settings
 from trio_gfxsync.targets.postgrest import UPSERT_PARAMS, UPSERT_PREFER, PostgrestClient
 
-HANDS_MIGRATION = infra.MIGRATIONS_DIR / f"{HANDS_VERSION}_gfx_hands.sql"
+# The hand tables themselves; infra.apply_hands_migrations adds their upgrades.
+HANDS_MIGRATION = infra.MIGRATIONS_DIR / "20261203100000_gfx_hands.sql"
 TABLE = "table-pokercaster"
 # The session that exists as an early 6-hand copy (1017/) and the later 130-hand one (1021/).
 SPLIT_SESSION = 638966318331324926
@@ -75,9 +80,14 @@ class Stack:
     browser_gateway: infra.Gateway  # legacy anon key: forwards the caller's bearer
     rest: httpx.Client  # the agent's client of gateway
 
-    def as_role(self, role: str | None) -> httpx.Client:
-        """A browser's client: the anon key, and the bearer of `role` (None: not logged in)."""
-        token = self.server.jwt(role) if role else self.server.anon_jwt()
+    def as_reader(self, access: str | None) -> httpx.Client:
+        """A browser's client: the anon key, and the bearer of a user whose
+        app_metadata.gfx_access is `access` (None: not signed in)."""
+        token = (
+            infra.make_jwt(self.server.jwt_secret, user_claims(app_metadata={"gfx_access": access}))
+            if access
+            else self.server.anon_jwt()
+        )
         return httpx.Client(
             base_url=f"{self.browser_gateway.url}/rest/v1",
             headers={"apikey": self.browser_gateway.key, "authorization": f"Bearer {token}"},
@@ -93,7 +103,7 @@ def stack() -> Iterator[Stack]:
         pytest.fail(str(exc), pytrace=False)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(infra.drop_database, db.name)
-        infra.apply_migration(db.dsn, HANDS_MIGRATION)
+        infra.apply_hands_migrations(db.dsn)
         try:
             server = infra.start_postgrest(db)
         except infra.InfraError as exc:
@@ -392,7 +402,9 @@ def assert_session_matches(dsn: str, pc: str, doc: dict[str, Any]) -> None:
 
 
 def status(dsn: str) -> dict[str, Any]:
+    """gfx_hands_status() without its "release" part (tests/test_hands_delay.py checks that)."""
     answer: dict[str, Any] = infra.query(dsn, "select public.gfx_hands_status() as s")[0]["s"]
+    answer.pop("release")
     return answer
 
 
@@ -701,7 +713,7 @@ def test_the_latest_hand_is_readable_right_after_its_upsert(
     pc = "PC-live"
     doc = document(sample_bytes(samples_dir, LATE_COPY))
     upsert(clean.rest, session_row(pc, LATE_COPY, encode(doc), MTIME_BASE))
-    with clean.as_role("authenticated") as desk:
+    with clean.as_reader("live") as desk:
         for num in (131, 132):
             doc["Hands"].append(renumbered(doc["Hands"][-1], num, 3))
             started = time.monotonic()
@@ -754,14 +766,12 @@ def test_the_latest_hand_is_readable_right_after_its_upsert(
 # ---------------------------------------------------------------------------------------------
 
 
-def test_authenticated_reads_anon_does_not_and_nobody_writes(
-    clean: Stack, samples_dir: Path
-) -> None:
+def test_the_desk_reads_anon_does_not_and_nobody_writes(clean: Stack, samples_dir: Path) -> None:
     upsert(
         clean.rest,
         session_row("PC-acl", EARLY_COPY, sample_bytes(samples_dir, EARLY_COPY), MTIME_BASE),
     )
-    with clean.as_role("authenticated") as desk, clean.as_role(None) as anon:
+    with clean.as_reader("live") as desk, clean.as_reader(None) as anon:
         for name in READABLE:
             read = desk.get(f"/{name}", params={"limit": "1"})
             assert read.status_code == 200, (name, read.text)
@@ -843,6 +853,8 @@ async def test_rebuild_rederives_everything_in_chunks(
         assert [(r.name, r.ok) for r in await check_hands(client)] == [
             ("hand tables", True),
             ("hand tables match gfx_sessions", True),
+            ("security delay", True),
+            ("delayed release", True),
         ]
 
         infra.query(dsn, "truncate public.gfx_hands cascade")
@@ -852,6 +864,8 @@ async def test_rebuild_rederives_everything_in_chunks(
         assert [(r.name, r.ok) for r in lines] == [
             ("hand tables", True),
             ("hand tables match gfx_sessions", False),
+            ("security delay", True),
+            ("delayed release", True),
         ]
         assert "hands rebuild" in lines[1].detail
 
@@ -961,13 +975,13 @@ def test_migration_applies_twice(realtime: bool) -> None:
         if realtime:
             infra.query(db.dsn, "create publication supabase_realtime")
             infra.apply_migration(db.dsn)  # the core file adds sync_events
-        infra.apply_migration(db.dsn, HANDS_MIGRATION)
-        infra.apply_migration(db.dsn, HANDS_MIGRATION)
+        infra.apply_hands_migrations(db.dsn)
+        infra.apply_hands_migrations(db.dsn)
         published = infra.query(
             db.dsn, "select tablename from pg_publication_tables order by tablename"
         )
-        expected = ["gfx_hand_events", "gfx_hand_players", "gfx_hands", "sync_events"]
-        assert [r["tablename"] for r in published] == (expected if realtime else [])
+        # the hand tables go out by Broadcast, not in the publication (20261205110000)
+        assert [r["tablename"] for r in published] == (["sync_events"] if realtime else [])
         triggers = infra.query(
             db.dsn,
             "select tgname from pg_trigger where tgrelid = 'public.gfx_sessions'::regclass "
@@ -1032,8 +1046,8 @@ def test_an_existing_table_of_another_shape_is_refused_and_another_schema_works(
         )
         assert leftovers == [{"t": None, "triggers": 0, "author_rows": 1}]
 
-        # Beside it, in a schema of its own.
-        text = sql_for_schema(HANDS_MIGRATION.read_text(encoding="utf-8"), "gfx_live")
+        # Beside it, in a schema of its own: both hand migrations, as `schema --hands` prints.
+        text = hands_migration_sql("gfx_live")
         for _ in range(2):
             with psycopg.connect(db.dsn, autocommit=True) as conn:
                 conn.execute(text.encode())
@@ -1065,7 +1079,8 @@ def test_an_existing_table_of_another_shape_is_refused_and_another_schema_works(
         )
         server = infra.start_postgrest(db)
         try:
-            bearer = {"authorization": f"Bearer {server.jwt('authenticated')}"}
+            desk = user_claims(app_metadata={"gfx_access": "live"})
+            bearer = {"authorization": f"Bearer {infra.make_jwt(server.jwt_secret, desk)}"}
             current = httpx.get(
                 f"{server.url}/gfx_current_hand",
                 headers={**bearer, "accept-profile": "gfx_live"},
@@ -1106,11 +1121,16 @@ async def _check_and_rebuild(settings: Settings) -> tuple[list[CheckResult], int
 
 
 def test_sql_for_schema_keeps_gfx_sessions_and_refuses_odd_names() -> None:
-    text = HANDS_MIGRATION.read_text(encoding="utf-8")
+    text = hands_migration_sql()
     moved = sql_for_schema(text, "gfx_live")
     assert sql_for_schema(text, "public") == text
-    assert re.search(r"\bpublic\b", moved.replace("public.gfx_sessions", "")) is None
-    assert moved.count("public.gfx_sessions") == text.count("public.gfx_sessions") > 0
+    kept = ("public.gfx_sessions", "public.gfx_access")
+    rest = moved
+    for name in kept:
+        rest = rest.replace(name, "")
+    assert re.search(r"\bpublic\b", rest) is None
+    for name in kept:  # the session table and the project's claim stay where they are
+        assert moved.count(name) == text.count(name) > 0, name
     assert "from PUBLIC, anon" in moved
     for name in ("Gfx", "gfx-live", "x; drop table y", ""):
         with pytest.raises(ValueError):
