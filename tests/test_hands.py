@@ -3,11 +3,10 @@ security delay of 20261205110000_gfx_hands_delay.sql on top): derived by the dat
 gfx_sessions.raw_json, checked against the real PokerGFX exports, PostgreSQL and PostgREST
 12.0.2 behind the gateway. The tiers and the delay themselves: tests/test_hands_delay.py.
 
-This module owns its database (the core migration, then the hand migrations), its PostgREST and
-two gateways: one holding the agent's sb_secret_ key (service_role), one holding a legacy anon
-key that forwards the caller's JWT, as Supabase's gateway does for a browser; the graphics
-desk's JWT is a signed-in user's with `app_metadata.gfx_access = live`. Sessions go in the
-way the agent sends them: `parse_session` rows, upserted through /rest/v1/gfx_sessions.
+This module owns its stack (tests/support/hand_stack.py: a database with the hand migrations,
+PostgREST, the agent's gateway and a browser's); the graphics desk's JWT is a signed-in user's
+with `app_metadata.gfx_access = live`. Sessions go in the way the agent sends them:
+`parse_session` rows, upserted through /rest/v1/gfx_sessions.
 
 The expected values are computed here from the JSON, independently of the SQL.
 """
@@ -21,7 +20,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +31,23 @@ import pytest
 import trio
 
 from tests.support import infra
+from tests.support.hand_stack import (
+    EARLY_COPY,
+    LATE_COPY,
+    MTIME_BASE,
+    SPLIT_SESSION,
+    HandStack,
+    cards,
+    document,
+    encode,
+    hand_stack,
+    renumbered,
+    sample_bytes,
+    sample_files,
+    session_row,
+    store_session,
+    upsert,
+)
 from tests.support.realtime import user_claims
 from trio_gfxsync.commands.hands import (
     HANDS_VERSION,
@@ -43,17 +58,11 @@ from trio_gfxsync.commands.hands import (
     sql_for_schema,
 )
 from trio_gfxsync.commands.results import CheckResult
-from trio_gfxsync.pokergfx import parse_session
 from trio_gfxsync.settings import Settings, load_settings
-from trio_gfxsync.targets.postgrest import UPSERT_PARAMS, UPSERT_PREFER, PostgrestClient
+from trio_gfxsync.targets.postgrest import PostgrestClient
 
 # The hand tables themselves; infra.apply_hands_migrations adds their upgrades.
 HANDS_MIGRATION = infra.MIGRATIONS_DIR / "20261203100000_gfx_hands.sql"
-TABLE = "table-pokercaster"
-# The session that exists as an early 6-hand copy (1017/) and the later 130-hand one (1021/).
-SPLIT_SESSION = 638966318331324926
-EARLY_COPY = f"1017/PGFX_live_data_export GameID={SPLIT_SESSION}.json"
-LATE_COPY = f"1021/PGFX_live_data_export GameID={SPLIT_SESSION}.json"
 HAND_TABLES = ("gfx_hands", "gfx_hand_players", "gfx_hand_events", "gfx_hand_errors")
 READABLE = (
     "gfx_hands",
@@ -64,125 +73,30 @@ READABLE = (
     "gfx_current_hand",
     "gfx_chip_counts",
 )
-MTIME_BASE = 1_760_000_000 * 10**9  # 2025-10-09, as ns
 
 
 # ---------------------------------------------------------------------------------------------
-# The module's own stack
+# The module's own stack (tests/support/hand_stack.py)
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    db: infra.Database
-    server: infra.PostgrestServer
-    gateway: infra.Gateway  # sb_secret_ key: service_role, as the agent
-    browser_gateway: infra.Gateway  # legacy anon key: forwards the caller's bearer
-    rest: httpx.Client  # the agent's client of gateway
-
-    def as_reader(self, access: str | None) -> httpx.Client:
-        """A browser's client: the anon key, and the bearer of a user whose
-        app_metadata.gfx_access is `access` (None: not signed in)."""
-        token = (
-            infra.make_jwt(self.server.jwt_secret, user_claims(app_metadata={"gfx_access": access}))
-            if access
-            else self.server.anon_jwt()
-        )
-        return httpx.Client(
-            base_url=f"{self.browser_gateway.url}/rest/v1",
-            headers={"apikey": self.browser_gateway.key, "authorization": f"Bearer {token}"},
-            timeout=30,
-        )
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack() -> Iterator[HandStack]:
     try:
-        db = infra.create_database()
+        with hand_stack() as built:
+            yield built
     except infra.InfraError as exc:
         pytest.fail(str(exc), pytrace=False)
-    with contextlib.ExitStack() as cleanup:
-        cleanup.callback(infra.drop_database, db.name)
-        infra.apply_hands_migrations(db.dsn)
-        try:
-            server = infra.start_postgrest(db)
-        except infra.InfraError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        cleanup.callback(server.close)
-        gateway = infra.start_gateway(server.url, server.jwt_secret)
-        cleanup.callback(gateway.close)
-        browser_gateway = infra.start_gateway(server.url, server.jwt_secret, key=server.anon_jwt())
-        cleanup.callback(browser_gateway.close)
-        rest = httpx.Client(
-            base_url=f"{gateway.url}/rest/v1", headers={"apikey": gateway.key}, timeout=60
-        )
-        cleanup.callback(rest.close)
-        yield Stack(db, server, gateway, browser_gateway, rest)
 
 
 @pytest.fixture
-def clean(stack: Stack) -> Stack:
+def clean(stack: HandStack) -> HandStack:
     """No sessions. TRUNCATE of gfx_sessions empties the hand tables too (a trigger)."""
     infra.query(stack.db.dsn, "truncate public.gfx_sessions")
     assert infra.query(stack.db.dsn, "select count(*) as n from public.gfx_hand_sessions") == [
         {"n": 0}
     ]
     return stack
-
-
-# ---------------------------------------------------------------------------------------------
-# Sessions as the agent sends them
-# ---------------------------------------------------------------------------------------------
-
-
-def sample_files(samples_dir: Path) -> list[str]:
-    """Every real export, relative to the table's folder ('1017/PGFX... GameID=....json')."""
-    root = samples_dir / TABLE
-    files = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.json"))
-    assert len(files) == 10, files
-    return files
-
-
-def sample_bytes(samples_dir: Path, rel: str) -> bytes:
-    return (samples_dir / TABLE / rel).read_bytes()
-
-
-def session_row(pc: str, rel: str, data: bytes, mtime_ns: int) -> bytes:
-    record = parse_session(data, pc_id=pc, rel_path=rel, mtime_ns=mtime_ns, max_file_bytes=2**26)
-    return record.row
-
-
-def upsert(rest: httpx.Client, *rows: bytes) -> httpx.Response:
-    response = rest.post(
-        "/gfx_sessions",
-        params=UPSERT_PARAMS,
-        content=b"[" + b",".join(rows) + b"]",
-        headers={"content-type": "application/json", "prefer": UPSERT_PREFER},
-    )
-    assert response.status_code in (200, 201), response.text
-    return response
-
-
-def document(data: bytes) -> dict[str, Any]:
-    # Python's json keeps 18-digit integers exact
-    parsed: dict[str, Any] = json.loads(data)
-    return parsed
-
-
-def encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, ensure_ascii=False).encode()
-
-
-def renumbered(hand: dict[str, Any], num: int, minutes_later: int) -> dict[str, Any]:
-    """A copy of a real hand under another HandNum, started later."""
-    new = copy.deepcopy(hand)
-    new["HandNum"] = num
-    start = datetime.strptime(hand["StartDateTimeUTC"][:19], "%Y-%m-%dT%H:%M:%S")
-    fraction = hand["StartDateTimeUTC"][19:]
-    new["StartDateTimeUTC"] = (start + timedelta(minutes=minutes_later)).strftime(
-        "%Y-%m-%dT%H:%M:%S"
-    ) + fraction
-    return new
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,14 +128,6 @@ def utc(text: str) -> datetime:
     head, _, fraction = text.rstrip("Z").partition(".")
     base = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     return base + timedelta(microseconds=float("0." + (fraction or "0")) * 1e6)
-
-
-def cards(values: list[str] | str | None) -> list[str]:
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    return " ".join(values).split()
 
 
 def hand_keys(hands: list[dict[str, Any]]) -> list[tuple[int, int]]:
@@ -458,7 +364,7 @@ def keep_newest_relaxed(dsn: str) -> Iterator[None]:
 
 @pytest.mark.parametrize("late_first", [False, True], ids=["early-copy-first", "late-copy-first"])
 def test_every_real_session_is_derived_field_by_field(
-    clean: Stack, samples_dir: Path, late_first: bool
+    clean: HandStack, samples_dir: Path, late_first: bool
 ) -> None:
     files = sample_files(samples_dir)
     if late_first:
@@ -519,7 +425,7 @@ def test_every_real_session_is_derived_field_by_field(
 # ---------------------------------------------------------------------------------------------
 
 
-def test_a_rewrite_touches_only_the_hands_that_changed(clean: Stack, samples_dir: Path) -> None:
+def test_a_rewrite_touches_only_the_hands_that_changed(clean: HandStack, samples_dir: Path) -> None:
     dsn, pc = clean.db.dsn, "PC-rewrite"
     data = sample_bytes(samples_dir, LATE_COPY)
     doc = document(data)
@@ -644,7 +550,7 @@ MALFORMED = [
     [pytest.param(m, r, n, id=name) for name, m, r, n in MALFORMED],
 )
 def test_a_malformed_hand_is_an_error_row_and_the_session_is_stored(
-    clean: Stack, samples_dir: Path, mutate: Any, reason: str, hand_num: int | None
+    clean: HandStack, samples_dir: Path, mutate: Any, reason: str, hand_num: int | None
 ) -> None:
     dsn, pc = clean.db.dsn, "PC-bad"
     data = sample_bytes(samples_dir, EARLY_COPY)
@@ -681,7 +587,9 @@ def test_a_malformed_hand_is_an_error_row_and_the_session_is_stored(
     assert_session_matches(dsn, pc, doc)
 
 
-def test_hands_that_are_not_an_array_are_one_session_error(clean: Stack, samples_dir: Path) -> None:
+def test_hands_that_are_not_an_array_are_one_session_error(
+    clean: HandStack, samples_dir: Path
+) -> None:
     doc = document(sample_bytes(samples_dir, EARLY_COPY))
     doc["Hands"] = {"1": doc["Hands"][0]}
     upsert(clean.rest, session_row("PC-odd", EARLY_COPY, encode(doc), MTIME_BASE))
@@ -691,7 +599,7 @@ def test_hands_that_are_not_an_array_are_one_session_error(clean: Stack, samples
     assert infra.query(clean.db.dsn, "select count(*) as n from public.gfx_sessions") == [{"n": 1}]
 
 
-def test_one_bad_hand_among_many_keeps_the_others(clean: Stack, samples_dir: Path) -> None:
+def test_one_bad_hand_among_many_keeps_the_others(clean: HandStack, samples_dir: Path) -> None:
     doc = document(sample_bytes(samples_dir, LATE_COPY))
     doc["Hands"][99]["Players"][0]["VPIPPercent"] = "high"
     upsert(clean.rest, session_row("PC-one-bad", LATE_COPY, encode(doc), MTIME_BASE))
@@ -708,7 +616,7 @@ def test_one_bad_hand_among_many_keeps_the_others(clean: Stack, samples_dir: Pat
 
 
 def test_the_latest_hand_is_readable_right_after_its_upsert(
-    clean: Stack, samples_dir: Path
+    clean: HandStack, samples_dir: Path
 ) -> None:
     pc = "PC-live"
     doc = document(sample_bytes(samples_dir, LATE_COPY))
@@ -766,7 +674,9 @@ def test_the_latest_hand_is_readable_right_after_its_upsert(
 # ---------------------------------------------------------------------------------------------
 
 
-def test_the_desk_reads_anon_does_not_and_nobody_writes(clean: Stack, samples_dir: Path) -> None:
+def test_the_desk_reads_anon_does_not_and_nobody_writes(
+    clean: HandStack, samples_dir: Path
+) -> None:
     upsert(
         clean.rest,
         session_row("PC-acl", EARLY_COPY, sample_bytes(samples_dir, EARLY_COPY), MTIME_BASE),
@@ -829,7 +739,7 @@ def snapshot(dsn: str) -> dict[str, list[Any]]:
 
 
 async def test_rebuild_rederives_everything_in_chunks(
-    clean: Stack, samples_dir: Path, capsys: pytest.CaptureFixture[str]
+    clean: HandStack, samples_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dsn = clean.db.dsn
     for i, rel in enumerate(sample_files(samples_dir)):
@@ -915,7 +825,7 @@ async def test_rebuild_rederives_everything_in_chunks(
     assert after["sessions"] == sessions - 1
 
 
-async def test_a_forced_rebuild_rewrites_every_row(clean: Stack, samples_dir: Path) -> None:
+async def test_a_forced_rebuild_rewrites_every_row(clean: HandStack, samples_dir: Path) -> None:
     upsert(
         clean.rest,
         session_row("PC-F", EARLY_COPY, sample_bytes(samples_dir, EARLY_COPY), MTIME_BASE),
@@ -942,7 +852,7 @@ async def test_a_forced_rebuild_rewrites_every_row(clean: Stack, samples_dir: Pa
 
 
 async def test_a_rebuild_skips_a_session_the_agent_is_writing(
-    clean: Stack, samples_dir: Path
+    clean: HandStack, samples_dir: Path
 ) -> None:
     for i, rel in enumerate(sample_files(samples_dir)[:3]):
         upsert(clean.rest, session_row("PC-L", rel, sample_bytes(samples_dir, rel), MTIME_BASE + i))
@@ -1052,13 +962,7 @@ def test_an_existing_table_of_another_shape_is_refused_and_another_schema_works(
             with psycopg.connect(db.dsn, autocommit=True) as conn:
                 conn.execute(text.encode())
         data = sample_bytes(samples_dir, EARLY_COPY)
-        row = json.loads(session_row("PC1", EARLY_COPY, data, MTIME_BASE))
-        infra.query(
-            db.dsn,
-            f"insert into public.gfx_sessions ({', '.join(row)}) select {', '.join(row)} "
-            "from jsonb_populate_record(null::public.gfx_sessions, %s::jsonb)",
-            (json.dumps(row),),
-        )
+        store_session(db.dsn, session_row("PC1", EARLY_COPY, data, MTIME_BASE))
         counts = infra.query(
             db.dsn,
             "select (select count(*) from gfx_live.gfx_hands) as ours, "

@@ -44,7 +44,8 @@ _ROLE_LOCK_KEY = 0x6766_7872  # "gfxr": shared by concurrent test sessions (role
 
 REALTIME_SCHEMA_SQL = """
 create schema if not exists realtime;
-grant usage on schema realtime to postgres, anon, authenticated, service_role;
+grant usage on schema realtime
+    to postgres, anon, authenticated, service_role, supabase_realtime_admin;
 
 create table if not exists realtime.messages (
     topic       text not null,
@@ -213,13 +214,27 @@ def may_send(dsn: str, topic: str, claims: Mapping[str, Any]) -> bool:
     return True
 
 
+def readable_broadcasts(dsn: str, topic: str, claims: Mapping[str, Any]) -> int:
+    """How many of `topic`'s broadcast rows this client's policies let it read (what a replay
+    of the private channel would give it)."""
+    with psycopg.connect(dsn) as conn:
+        _set_client(conn, topic, claims)
+        row = conn.execute(
+            "select count(*) from realtime.messages where topic = %s and extension = 'broadcast'",
+            (topic,),
+        ).fetchone()
+        conn.rollback()
+    assert row is not None
+    return int(row[0])
+
+
 def broadcasts(dsn: str, topic_prefix: str = "gfx:") -> list[dict[str, Any]]:
     """Every broadcast row sent on topics starting with `topic_prefix`, oldest first."""
     return infra.query(
         dsn,
         "select topic, event, payload, private from realtime.messages "
         "where extension = 'broadcast' and starts_with(topic, %s) "
-        "order by inserted_at, payload ->> 'hand_num'",
+        "order by inserted_at, (payload ->> 'hand_num')::integer, topic",
         (topic_prefix,),
     )
 
