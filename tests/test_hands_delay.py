@@ -643,6 +643,7 @@ def test_policies_compare_topics_without_like_and_let_no_client_broadcast(
             "gfx_hands_tables",
             "gfx_recent_showdowns",
             "gfx_security_delay",
+            "gfx_security_delay_max",
         ],
     }
     restrictive = {p["tablename"] for p in policies if p["permissive"] == "RESTRICTIVE"}

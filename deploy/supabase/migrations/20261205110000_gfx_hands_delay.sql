@@ -59,8 +59,8 @@ $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- The claim. What auth.jwt() reads, without Supabase's auth schema: PostgREST and Realtime both
--- set request.jwt.claims to the caller's JWT claims. Policies call it as
--- `(select public.gfx_access())`, so that it runs once per statement, not once per row.
+-- set request.jwt.claims to the caller's JWT claims. Policies call it inside a scalar subquery,
+-- `(select public.gfx_access() ...)`, so that it runs once per statement, not once per row.
 -- ---------------------------------------------------------------------------------------------
 create or replace function public.gfx_access()
 returns text
@@ -103,6 +103,23 @@ as $$
          where d.gfx_pc_id = gfx_security_delay.pc),
         (select d.delay from public.gfx_security_delays d where d.gfx_pc_id = '*'),
         interval '30 minutes')
+$$;
+
+-- The longest delay in force anywhere: a hand stored before now() minus this is past its delay
+-- on every table, which lets the policies skip the per-PC look-up for all but the newest hands.
+create or replace function public.gfx_security_delay_max()
+returns interval
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select max(x.delay)
+    from (select d.delay from public.gfx_security_delays d
+          union all
+          select interval '30 minutes'
+          where not exists (select 1 from public.gfx_security_delays d
+                            where d.gfx_pc_id = '*')) x
 $$;
 
 -- Set the delay of one PC, or with pc null the default of every table. Negative is refused,
@@ -434,6 +451,27 @@ begin
 end;
 $$;
 
+-- The hands (still stored) that wait for their announcement on the delayed topic, with the time
+-- their delay passes; the delay is looked up once per PC, not once per hand.
+create or replace function public.gfx_hands_waiting()
+returns table (gfx_pc_id text, session_id bigint, hand_num integer, hand_seq integer,
+               first_stored_at timestamptz, due_at timestamptz)
+language sql
+stable
+set search_path = ''
+as $$
+    select r.gfx_pc_id, r.session_id, r.hand_num, r.hand_seq, r.first_stored_at,
+           r.first_stored_at + d.delay
+    from (select w.gfx_pc_id, public.gfx_security_delay(w.gfx_pc_id) as delay
+          from (select distinct x.gfx_pc_id from public.gfx_hand_releases x
+                where x.released_at is null) w) d
+    join public.gfx_hand_releases r on r.gfx_pc_id = d.gfx_pc_id
+    where r.released_at is null
+      and exists (select 1 from public.gfx_hands h
+                  where h.gfx_pc_id = r.gfx_pc_id and h.session_id = r.session_id
+                    and h.hand_num = r.hand_num and h.hand_seq = r.hand_seq)
+$$;
+
 -- Announce on gfx:delayed:<pc> every hand whose delay has passed and that waits for it; each
 -- once. Schedule it every minute with pg_cron (docs/hands.md); without it the delayed tier still
 -- reads every released hand through the tables and views, but gets no Broadcast. Returns how
@@ -450,12 +488,11 @@ declare
 begin
     for v_row in
         select r.gfx_pc_id, r.session_id, r.hand_num, r.hand_seq
-        from public.gfx_hand_releases r
-        join public.gfx_hands h
-          on h.gfx_pc_id = r.gfx_pc_id and h.session_id = r.session_id
-         and h.hand_num = r.hand_num and h.hand_seq = r.hand_seq
-        where r.released_at is null
-          and r.first_stored_at <= now() - public.gfx_security_delay(r.gfx_pc_id)
+        from public.gfx_hands_waiting() w
+        join public.gfx_hand_releases r
+          on r.gfx_pc_id = w.gfx_pc_id and r.session_id = w.session_id
+         and r.hand_num = w.hand_num and r.hand_seq = w.hand_seq
+        where w.due_at <= now() and r.released_at is null
         order by r.first_stored_at, r.gfx_pc_id, r.session_id, r.hand_num, r.hand_seq
         for update of r skip locked
     loop
@@ -503,18 +540,9 @@ begin
                    from public.gfx_security_delays d where d.gfx_pc_id <> '*'),
         'release_scheduled', v_scheduled,
         'release_schedule', v_schedule,
-        'waiting', (select count(*) from public.gfx_hand_releases r
-                    join public.gfx_hands h
-                      on h.gfx_pc_id = r.gfx_pc_id and h.session_id = r.session_id
-                     and h.hand_num = r.hand_num and h.hand_seq = r.hand_seq
-                    where r.released_at is null),
-        'overdue', (select count(*) from public.gfx_hand_releases r
-                    join public.gfx_hands h
-                      on h.gfx_pc_id = r.gfx_pc_id and h.session_id = r.session_id
-                     and h.hand_num = r.hand_num and h.hand_seq = r.hand_seq
-                    where r.released_at is null
-                      and r.first_stored_at <= now() - public.gfx_security_delay(r.gfx_pc_id)
-                                                     - interval '5 minutes'));
+        'waiting', (select count(*) from public.gfx_hands_waiting()),
+        'overdue', (select count(*) from public.gfx_hands_waiting() w
+                    where w.due_at <= now() - interval '5 minutes'));
 end;
 $$;
 
@@ -569,13 +597,15 @@ $$;
 -- delayed tier cannot read gfx_hand_sessions). security_invoker, so the policies below apply.
 -- ---------------------------------------------------------------------------------------------
 
--- The tables (PCs) with a hand the caller may read, one index probe each (a loose index scan
--- over gfx_hands' primary key).
+-- The tables (PCs) with a hand the caller may read, under the policies: one index probe each
+-- (a loose index scan over gfx_hands' primary key). jit off: the planner's guess for a scan
+-- under the policies can pass jit_above_cost, and compiling costs far more than the read.
 create or replace function public.gfx_hands_tables()
 returns setof text
 language sql
 stable
 set search_path = ''
+set jit = off
 as $$
     with recursive t (gfx_pc_id) as (
         (select h.gfx_pc_id from public.gfx_hands h order by h.gfx_pc_id limit 1)
@@ -590,20 +620,28 @@ $$;
 
 -- Each table's latest hand the caller may read: its newest session with such a hand, and that
 -- session's latest (latest start, then highest number), as the derivation's latest_hand_*.
+-- Two steps, each an index probe: the planner would otherwise sort every hand of the table.
 create or replace function public.gfx_hands_latest()
 returns setof public.gfx_hands
 language sql
 stable
 set search_path = ''
+set jit = off
 as $$
     select h.*
     from public.gfx_hands_tables() as t (gfx_pc_id)
     cross join lateral (
-        select x.*
+        select x.session_id
         from public.gfx_hands x
         where x.gfx_pc_id = t.gfx_pc_id
-        order by x.session_id desc, x.start_time desc nulls last, x.hand_num desc,
-                 x.hand_seq desc
+        order by x.session_id desc
+        limit 1
+    ) s
+    cross join lateral (
+        select x.*
+        from public.gfx_hands x
+        where x.gfx_pc_id = t.gfx_pc_id and x.session_id = s.session_id
+        order by x.start_time desc nulls last, x.hand_num desc, x.hand_seq desc
         limit 1
     ) h
 $$;
@@ -701,6 +739,7 @@ returns table (
 language sql
 stable
 set search_path = ''
+set jit = off
 as $$
     select t.gfx_pc_id, h.session_key, h.session_id, h.hand_num, h.hand_seq, h.hands_ago,
            h.start_time, h.board_cards, h.second_board_cards, h.pot_size, h.showdown_count,
@@ -788,6 +827,10 @@ $$;
 -- all), under the names 20261203100000_gfx_hands.sql used for `using (true)`, and a restrictive
 -- one with the whole rule: should that older file be applied again, its `using (true)` still
 -- lets nobody past the restrictive policy.
+-- The claim is read once per statement, as `(select public.gfx_access() = 'live')`: a boolean
+-- the planner counts as true for half the rows. Written `(select public.gfx_access()) = 'live'`
+-- it counts it as true for 0.5 % of them, and then sorts every hand of a table rather than read
+-- the newest through the index.
 -- ---------------------------------------------------------------------------------------------
 alter table public.gfx_security_delays enable row level security;
 alter table public.gfx_hand_releases enable row level security;
@@ -795,24 +838,25 @@ alter table public.gfx_hand_releases enable row level security;
 drop policy if exists gfx_hands_read on public.gfx_hands;
 create policy gfx_hands_read on public.gfx_hands
     for select to authenticated
-    using ((select public.gfx_access()) in ('live', 'delayed'));
+    using ((select public.gfx_access() in ('live', 'delayed')));
 drop policy if exists gfx_hands_tier on public.gfx_hands;
 create policy gfx_hands_tier on public.gfx_hands
     as restrictive for select to PUBLIC
-    using ((select public.gfx_access()) = 'live'
-           or ((select public.gfx_access()) = 'delayed'
-               and first_stored_at <= now() - public.gfx_security_delay(gfx_pc_id)));
+    using ((select public.gfx_access() = 'live')
+           or ((select public.gfx_access() = 'delayed')
+               and (first_stored_at <= (select now() - public.gfx_security_delay_max())
+                    or first_stored_at <= now() - public.gfx_security_delay(gfx_pc_id))));
 
 -- A player or an event is readable when its hand is (the policies of gfx_hands apply inside).
 drop policy if exists gfx_hand_players_read on public.gfx_hand_players;
 create policy gfx_hand_players_read on public.gfx_hand_players
     for select to authenticated
-    using ((select public.gfx_access()) in ('live', 'delayed'));
+    using ((select public.gfx_access() in ('live', 'delayed')));
 drop policy if exists gfx_hand_players_tier on public.gfx_hand_players;
 create policy gfx_hand_players_tier on public.gfx_hand_players
     as restrictive for select to PUBLIC
-    using ((select public.gfx_access()) = 'live'
-           or ((select public.gfx_access()) = 'delayed'
+    using ((select public.gfx_access() = 'live')
+           or ((select public.gfx_access() = 'delayed')
                and exists (select 1 from public.gfx_hands h
                            where h.gfx_pc_id = gfx_hand_players.gfx_pc_id
                              and h.session_id = gfx_hand_players.session_id
@@ -822,12 +866,12 @@ create policy gfx_hand_players_tier on public.gfx_hand_players
 drop policy if exists gfx_hand_events_read on public.gfx_hand_events;
 create policy gfx_hand_events_read on public.gfx_hand_events
     for select to authenticated
-    using ((select public.gfx_access()) in ('live', 'delayed'));
+    using ((select public.gfx_access() in ('live', 'delayed')));
 drop policy if exists gfx_hand_events_tier on public.gfx_hand_events;
 create policy gfx_hand_events_tier on public.gfx_hand_events
     as restrictive for select to PUBLIC
-    using ((select public.gfx_access()) = 'live'
-           or ((select public.gfx_access()) = 'delayed'
+    using ((select public.gfx_access() = 'live')
+           or ((select public.gfx_access() = 'delayed')
                and exists (select 1 from public.gfx_hands h
                            where h.gfx_pc_id = gfx_hand_events.gfx_pc_id
                              and h.session_id = gfx_hand_events.session_id
@@ -838,20 +882,20 @@ create policy gfx_hand_events_tier on public.gfx_hand_events
 drop policy if exists gfx_hand_errors_read on public.gfx_hand_errors;
 create policy gfx_hand_errors_read on public.gfx_hand_errors
     for select to authenticated
-    using ((select public.gfx_access()) = 'live');
+    using ((select public.gfx_access() = 'live'));
 drop policy if exists gfx_hand_errors_tier on public.gfx_hand_errors;
 create policy gfx_hand_errors_tier on public.gfx_hand_errors
     as restrictive for select to PUBLIC
-    using ((select public.gfx_access()) = 'live');
+    using ((select public.gfx_access() = 'live'));
 
 drop policy if exists gfx_hand_sessions_read on public.gfx_hand_sessions;
 create policy gfx_hand_sessions_read on public.gfx_hand_sessions
     for select to authenticated
-    using ((select public.gfx_access()) = 'live');
+    using ((select public.gfx_access() = 'live'));
 drop policy if exists gfx_hand_sessions_tier on public.gfx_hand_sessions;
 create policy gfx_hand_sessions_tier on public.gfx_hand_sessions
     as restrictive for select to PUBLIC
-    using ((select public.gfx_access()) = 'live');
+    using ((select public.gfx_access() = 'live'));
 
 revoke all on public.gfx_hands, public.gfx_hand_players, public.gfx_hand_events,
               public.gfx_hand_errors, public.gfx_hand_sessions,
@@ -868,6 +912,7 @@ grant select on public.gfx_security_delays, public.gfx_hand_releases to service_
 
 revoke all on function
     public.gfx_security_delay(text),
+    public.gfx_security_delay_max(),
     public.gfx_set_security_delay(interval, text),
     public.gfx_hands_note_stored(),
     public.gfx_hands_forget(text, bigint),
@@ -876,6 +921,7 @@ revoke all on function
     public.gfx_hands_payload(text, bigint, integer, integer),
     public.gfx_hands_send(text, text, jsonb),
     public.gfx_hands_announce(text, bigint, jsonb),
+    public.gfx_hands_waiting(),
     public.gfx_hands_sync_session(),
     public.gfx_release_hands(),
     public.gfx_hands_release_status(),
@@ -885,10 +931,11 @@ revoke all on function
     public.gfx_recent_showdowns(integer)
     from PUBLIC, anon, authenticated, service_role;
 
--- Readers' policies and views call gfx_access, gfx_security_delay, gfx_hands_tables and
+-- Readers' policies and views call gfx_access, gfx_security_delay(_max), gfx_hands_tables and
 -- gfx_hands_latest as the reader; the rest is for the agent's key (service_role) and pg_cron (the owner).
 grant execute on function public.gfx_access() to PUBLIC;
-grant execute on function public.gfx_security_delay(text) to authenticated, service_role;
+grant execute on function public.gfx_security_delay(text), public.gfx_security_delay_max()
+    to authenticated, service_role;
 grant execute on function public.gfx_hands_tables() to authenticated, service_role;
 grant execute on function public.gfx_hands_latest() to authenticated, service_role;
 grant execute on function public.gfx_recent_showdowns(integer) to authenticated, service_role;
