@@ -524,7 +524,12 @@ as $$
 declare
     v_scheduled boolean;
     v_schedule  text;
+    v_waiting   bigint;
+    v_overdue   bigint;
 begin
+    select count(*), count(*) filter (where w.due_at <= now() - interval '5 minutes')
+    into v_waiting, v_overdue
+    from public.gfx_hands_waiting() w;
     if to_regclass('cron.job') is not null then
         execute $q$
             select coalesce(bool_or(j.active), false), min(j.schedule) filter (where j.active)
@@ -540,9 +545,8 @@ begin
                    from public.gfx_security_delays d where d.gfx_pc_id <> '*'),
         'release_scheduled', v_scheduled,
         'release_schedule', v_schedule,
-        'waiting', (select count(*) from public.gfx_hands_waiting()),
-        'overdue', (select count(*) from public.gfx_hands_waiting() w
-                    where w.due_at <= now() - interval '5 minutes'));
+        'waiting', v_waiting,
+        'overdue', v_overdue);
 end;
 $$;
 
