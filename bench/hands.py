@@ -1,9 +1,12 @@
-"""What the hand-table trigger (20261203100000_gfx_hands.sql) costs an upsert of gfx_sessions.
+"""What the hand-table trigger (20261203100000_gfx_hands.sql, with the security delay and
+Broadcast of 20261205110000_gfx_hands_delay.sql) costs an upsert of gfx_sessions.
 
 Two fresh databases on the local PostgreSQL (tests.support.infra): one with the core migration
-only, one with the hand migration on top. The same upsert goes to both, straight through psycopg
-(no PostgREST, no gateway: the HTTP layers cost the same with or without the trigger and would
-only add noise): the statement PostgREST 12 issues for the agent's
+only, one with the hand migrations on top (and the stand-in of Supabase Realtime's schema, so
+that the live case really sends its Broadcast; the bench's PC is one the database knows). The
+same upsert goes to both, straight through psycopg (no PostgREST, no gateway: the HTTP layers
+cost the same with or without the trigger and would only add noise): the statement PostgREST 12
+issues for the agent's
 `POST /gfx_sessions?on_conflict=gfx_pc_id,session_id` (INSERT ... SELECT FROM
 jsonb_populate_recordset ... ON CONFLICT DO UPDATE), with the agent's own row JSON from
 `parse_session`, one session per statement, autocommit, on one warm connection per database.
@@ -16,7 +19,8 @@ renumbered 1..N, under the header of a real file and a fresh session id each run
 
 Prints the median (and min..max) wall time per scenario, with and without the trigger, then
 the time of the graphics desk's reads on what the runs left in the database (one PC, every
-synthetic session of the runs).
+synthetic session of the runs, all stored a day ago but the newest 30 hands): as the owner,
+and as a `live` and a `delayed` reader (through the policies, as PostgREST runs a request).
 """
 
 from __future__ import annotations
@@ -31,11 +35,11 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from common import REPO, infra
+from common import infra
 
+from tests.support import realtime
 from trio_gfxsync.pokergfx import ROW_COLUMNS, parse_session
 
-HANDS_MIGRATION = REPO / "deploy" / "supabase" / "migrations" / "20261203100000_gfx_hands.sql"
 TABLE_DIR = infra.SAMPLES_DIR / "table-pokercaster"
 HEADER_FILE = "1021/PGFX_live_data_export GameID=638966318331324926.json"
 EARLY_COPY = "1017/PGFX_live_data_export GameID=638966318331324926.json"
@@ -159,7 +163,15 @@ def main() -> None:
     plain = infra.create_database()
     hands_db = infra.create_database()
     try:
-        infra.apply_migration(hands_db.dsn, HANDS_MIGRATION)
+        realtime.install_realtime(hands_db.dsn)
+        infra.apply_hands_migrations(hands_db.dsn)
+        # the bench's PC is one the database knows (its live rewrites are announced)
+        known = sessions.new_id()
+        with psycopg.connect(hands_db.dsn, autocommit=True) as warm:
+            warm.execute(UPSERT, (sessions.body(known, sessions.document(known, 1), 1),))  # type: ignore[arg-type]
+            warm.execute(
+                "update public.gfx_hand_releases set first_stored_at = now() - interval '1 day'"
+            )
         with (
             psycopg.connect(plain.dsn, autocommit=True) as without,
             psycopg.connect(hands_db.dsn, autocommit=True) as with_trigger,
@@ -180,14 +192,37 @@ def main() -> None:
                 ("gfx_recent_showdowns(10)", "select * from public.gfx_recent_showdowns(10)"),
                 ("gfx_hands_status()", "select public.gfx_hands_status()"),
             )
-            with_trigger.execute("analyze")
-            for name, statement in reads:
-                times = []
-                for _ in range(args.repeat):
-                    started = time.perf_counter()
-                    with_trigger.execute(statement).fetchall()  # type: ignore[arg-type]
-                    times.append(time.perf_counter() - started)
-                print(f"read {name:<41} {_figure(times):>24}")
+            # A day of play: every hand stored a day ago but the newest 30 of each table, which
+            # are within the security delay (what a reader's policies meet in production).
+            with_trigger.execute(
+                "update public.gfx_hands h set first_stored_at = now() - interval '1 day' "
+                "where (h.session_id, h.hand_num) < (select s.session_id, s.hand_num "
+                "from public.gfx_hands s where s.gfx_pc_id = h.gfx_pc_id "
+                "order by s.session_id desc, s.hand_num desc offset 29 limit 1)"
+            )
+            with_trigger.execute("vacuum analyze")
+            readers = {
+                "owner": None,
+                "live": realtime.user_claims(app_metadata={"gfx_access": "live"}),
+                "delayed": realtime.user_claims(app_metadata={"gfx_access": "delayed"}),
+            }
+            for reader, claims in readers.items():
+                for name, statement in reads:
+                    if claims is not None and "status" in name:
+                        continue  # the agent's key only
+                    times = []
+                    for _ in range(args.repeat):
+                        with with_trigger.transaction(force_rollback=True):
+                            if claims is not None:
+                                with_trigger.execute(
+                                    "select set_config('role', 'authenticated', true), "
+                                    "set_config('request.jwt.claims', %s, true)",
+                                    (json.dumps(claims),),
+                                )
+                            started = time.perf_counter()
+                            with_trigger.execute(statement).fetchall()  # type: ignore[arg-type]
+                            times.append(time.perf_counter() - started)
+                    print(f"read as {reader:<7} {name:<33} {_figure(times):>24}")
             rows = with_trigger.execute(
                 "select (select count(*) from public.gfx_hands), "
                 "(select count(*) from public.gfx_hand_players), "

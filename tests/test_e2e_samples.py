@@ -136,8 +136,12 @@ def test_schema_prints_the_migration() -> None:
 def test_schema_hands_prints_the_hand_tables_migration() -> None:
     result = run_cli({**os.environ}, "schema", "--hands")
     assert result.returncode == 0, result.stderr
-    (hands,) = infra.MIGRATIONS_DIR.glob("*_gfx_hands.sql")
-    assert result.stdout == hands.read_text()
+    hands = infra.hands_migration_paths()
+    assert [p.name for p in hands] == [
+        "20261203100000_gfx_hands.sql",
+        "20261205110000_gfx_hands_delay.sql",
+    ]
+    assert result.stdout == "\n".join(p.read_text() for p in hands)
     moved = run_cli({**os.environ}, "schema", "--hands", "--schema", "graphics")
     assert moved.returncode == 0, moved.stderr
     assert "create table if not exists graphics.gfx_hands" in moved.stdout.lower()

@@ -1,11 +1,12 @@
-"""The live hand tables (deploy/supabase/migrations/20261203100000_gfx_hands.sql): derived by the
-database from gfx_sessions.raw_json, checked against the real PokerGFX exports, PostgreSQL and
-PostgREST 12.0.2 behind the gateway.
+"""The live hand tables (deploy/supabase/migrations/20261203100000_gfx_hands.sql, with the
+security delay of 20261205110000_gfx_hands_delay.sql on top): derived by the database from
+gfx_sessions.raw_json, checked against the real PokerGFX exports, PostgreSQL and PostgREST
+12.0.2 behind the gateway. The tiers and the delay themselves: tests/test_hands_delay.py.
 
-This module owns its database (the core migration, then the hand migration), its PostgREST and
-two gateways: one holding the agent's sb_secret_ key (service_role), one holding a legacy anon
-key that forwards the caller's JWT, as Supabase's gateway does for a browser. Sessions go in the
-way the agent sends them: `parse_session` rows, upserted through /rest/v1/gfx_sessions.
+This module owns its stack (tests/support/hand_stack.py: a database with the hand migrations,
+PostgREST, the agent's gateway and a browser's); the graphics desk's JWT is a signed-in user's
+with `app_metadata.gfx_access = live`. Sessions go in the way the agent sends them:
+`parse_session` rows, upserted through /rest/v1/gfx_sessions.
 
 The expected values are computed here from the JSON, independently of the SQL.
 """
@@ -19,7 +20,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -31,24 +31,38 @@ import pytest
 import trio
 
 from tests.support import infra
+from tests.support.hand_stack import (
+    EARLY_COPY,
+    LATE_COPY,
+    MTIME_BASE,
+    SPLIT_SESSION,
+    HandStack,
+    cards,
+    document,
+    encode,
+    hand_stack,
+    renumbered,
+    sample_bytes,
+    sample_files,
+    session_row,
+    store_session,
+    upsert,
+)
+from tests.support.realtime import user_claims
 from trio_gfxsync.commands.hands import (
     HANDS_VERSION,
     check_hands,
+    hands_migration_sql,
     rebuild_hands,
     run_hands_rebuild,
     sql_for_schema,
 )
 from trio_gfxsync.commands.results import CheckResult
-from trio_gfxsync.pokergfx import parse_session
 from trio_gfxsync.settings import Settings, load_settings
-from trio_gfxsync.targets.postgrest import UPSERT_PARAMS, UPSERT_PREFER, PostgrestClient
+from trio_gfxsync.targets.postgrest import PostgrestClient
 
-HANDS_MIGRATION = infra.MIGRATIONS_DIR / f"{HANDS_VERSION}_gfx_hands.sql"
-TABLE = "table-pokercaster"
-# The session that exists as an early 6-hand copy (1017/) and the later 130-hand one (1021/).
-SPLIT_SESSION = 638966318331324926
-EARLY_COPY = f"1017/PGFX_live_data_export GameID={SPLIT_SESSION}.json"
-LATE_COPY = f"1021/PGFX_live_data_export GameID={SPLIT_SESSION}.json"
+# The hand tables themselves; infra.apply_hands_migrations adds their upgrades.
+HANDS_MIGRATION = infra.MIGRATIONS_DIR / "20261203100000_gfx_hands.sql"
 HAND_TABLES = ("gfx_hands", "gfx_hand_players", "gfx_hand_events", "gfx_hand_errors")
 READABLE = (
     "gfx_hands",
@@ -59,120 +73,30 @@ READABLE = (
     "gfx_current_hand",
     "gfx_chip_counts",
 )
-MTIME_BASE = 1_760_000_000 * 10**9  # 2025-10-09, as ns
 
 
 # ---------------------------------------------------------------------------------------------
-# The module's own stack
+# The module's own stack (tests/support/hand_stack.py)
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    db: infra.Database
-    server: infra.PostgrestServer
-    gateway: infra.Gateway  # sb_secret_ key: service_role, as the agent
-    browser_gateway: infra.Gateway  # legacy anon key: forwards the caller's bearer
-    rest: httpx.Client  # the agent's client of gateway
-
-    def as_role(self, role: str | None) -> httpx.Client:
-        """A browser's client: the anon key, and the bearer of `role` (None: not logged in)."""
-        token = self.server.jwt(role) if role else self.server.anon_jwt()
-        return httpx.Client(
-            base_url=f"{self.browser_gateway.url}/rest/v1",
-            headers={"apikey": self.browser_gateway.key, "authorization": f"Bearer {token}"},
-            timeout=30,
-        )
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack() -> Iterator[HandStack]:
     try:
-        db = infra.create_database()
+        with hand_stack() as built:
+            yield built
     except infra.InfraError as exc:
         pytest.fail(str(exc), pytrace=False)
-    with contextlib.ExitStack() as cleanup:
-        cleanup.callback(infra.drop_database, db.name)
-        infra.apply_migration(db.dsn, HANDS_MIGRATION)
-        try:
-            server = infra.start_postgrest(db)
-        except infra.InfraError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        cleanup.callback(server.close)
-        gateway = infra.start_gateway(server.url, server.jwt_secret)
-        cleanup.callback(gateway.close)
-        browser_gateway = infra.start_gateway(server.url, server.jwt_secret, key=server.anon_jwt())
-        cleanup.callback(browser_gateway.close)
-        rest = httpx.Client(
-            base_url=f"{gateway.url}/rest/v1", headers={"apikey": gateway.key}, timeout=60
-        )
-        cleanup.callback(rest.close)
-        yield Stack(db, server, gateway, browser_gateway, rest)
 
 
 @pytest.fixture
-def clean(stack: Stack) -> Stack:
+def clean(stack: HandStack) -> HandStack:
     """No sessions. TRUNCATE of gfx_sessions empties the hand tables too (a trigger)."""
     infra.query(stack.db.dsn, "truncate public.gfx_sessions")
     assert infra.query(stack.db.dsn, "select count(*) as n from public.gfx_hand_sessions") == [
         {"n": 0}
     ]
     return stack
-
-
-# ---------------------------------------------------------------------------------------------
-# Sessions as the agent sends them
-# ---------------------------------------------------------------------------------------------
-
-
-def sample_files(samples_dir: Path) -> list[str]:
-    """Every real export, relative to the table's folder ('1017/PGFX... GameID=....json')."""
-    root = samples_dir / TABLE
-    files = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.json"))
-    assert len(files) == 10, files
-    return files
-
-
-def sample_bytes(samples_dir: Path, rel: str) -> bytes:
-    return (samples_dir / TABLE / rel).read_bytes()
-
-
-def session_row(pc: str, rel: str, data: bytes, mtime_ns: int) -> bytes:
-    record = parse_session(data, pc_id=pc, rel_path=rel, mtime_ns=mtime_ns, max_file_bytes=2**26)
-    return record.row
-
-
-def upsert(rest: httpx.Client, *rows: bytes) -> httpx.Response:
-    response = rest.post(
-        "/gfx_sessions",
-        params=UPSERT_PARAMS,
-        content=b"[" + b",".join(rows) + b"]",
-        headers={"content-type": "application/json", "prefer": UPSERT_PREFER},
-    )
-    assert response.status_code in (200, 201), response.text
-    return response
-
-
-def document(data: bytes) -> dict[str, Any]:
-    # Python's json keeps 18-digit integers exact
-    parsed: dict[str, Any] = json.loads(data)
-    return parsed
-
-
-def encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, ensure_ascii=False).encode()
-
-
-def renumbered(hand: dict[str, Any], num: int, minutes_later: int) -> dict[str, Any]:
-    """A copy of a real hand under another HandNum, started later."""
-    new = copy.deepcopy(hand)
-    new["HandNum"] = num
-    start = datetime.strptime(hand["StartDateTimeUTC"][:19], "%Y-%m-%dT%H:%M:%S")
-    fraction = hand["StartDateTimeUTC"][19:]
-    new["StartDateTimeUTC"] = (start + timedelta(minutes=minutes_later)).strftime(
-        "%Y-%m-%dT%H:%M:%S"
-    ) + fraction
-    return new
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,14 +128,6 @@ def utc(text: str) -> datetime:
     head, _, fraction = text.rstrip("Z").partition(".")
     base = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     return base + timedelta(microseconds=float("0." + (fraction or "0")) * 1e6)
-
-
-def cards(values: list[str] | str | None) -> list[str]:
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    return " ".join(values).split()
 
 
 def hand_keys(hands: list[dict[str, Any]]) -> list[tuple[int, int]]:
@@ -392,7 +308,9 @@ def assert_session_matches(dsn: str, pc: str, doc: dict[str, Any]) -> None:
 
 
 def status(dsn: str) -> dict[str, Any]:
+    """gfx_hands_status() without its "release" part (tests/test_hands_delay.py checks that)."""
     answer: dict[str, Any] = infra.query(dsn, "select public.gfx_hands_status() as s")[0]["s"]
+    answer.pop("release")
     return answer
 
 
@@ -446,7 +364,7 @@ def keep_newest_relaxed(dsn: str) -> Iterator[None]:
 
 @pytest.mark.parametrize("late_first", [False, True], ids=["early-copy-first", "late-copy-first"])
 def test_every_real_session_is_derived_field_by_field(
-    clean: Stack, samples_dir: Path, late_first: bool
+    clean: HandStack, samples_dir: Path, late_first: bool
 ) -> None:
     files = sample_files(samples_dir)
     if late_first:
@@ -507,7 +425,7 @@ def test_every_real_session_is_derived_field_by_field(
 # ---------------------------------------------------------------------------------------------
 
 
-def test_a_rewrite_touches_only_the_hands_that_changed(clean: Stack, samples_dir: Path) -> None:
+def test_a_rewrite_touches_only_the_hands_that_changed(clean: HandStack, samples_dir: Path) -> None:
     dsn, pc = clean.db.dsn, "PC-rewrite"
     data = sample_bytes(samples_dir, LATE_COPY)
     doc = document(data)
@@ -632,7 +550,7 @@ MALFORMED = [
     [pytest.param(m, r, n, id=name) for name, m, r, n in MALFORMED],
 )
 def test_a_malformed_hand_is_an_error_row_and_the_session_is_stored(
-    clean: Stack, samples_dir: Path, mutate: Any, reason: str, hand_num: int | None
+    clean: HandStack, samples_dir: Path, mutate: Any, reason: str, hand_num: int | None
 ) -> None:
     dsn, pc = clean.db.dsn, "PC-bad"
     data = sample_bytes(samples_dir, EARLY_COPY)
@@ -669,7 +587,9 @@ def test_a_malformed_hand_is_an_error_row_and_the_session_is_stored(
     assert_session_matches(dsn, pc, doc)
 
 
-def test_hands_that_are_not_an_array_are_one_session_error(clean: Stack, samples_dir: Path) -> None:
+def test_hands_that_are_not_an_array_are_one_session_error(
+    clean: HandStack, samples_dir: Path
+) -> None:
     doc = document(sample_bytes(samples_dir, EARLY_COPY))
     doc["Hands"] = {"1": doc["Hands"][0]}
     upsert(clean.rest, session_row("PC-odd", EARLY_COPY, encode(doc), MTIME_BASE))
@@ -679,7 +599,7 @@ def test_hands_that_are_not_an_array_are_one_session_error(clean: Stack, samples
     assert infra.query(clean.db.dsn, "select count(*) as n from public.gfx_sessions") == [{"n": 1}]
 
 
-def test_one_bad_hand_among_many_keeps_the_others(clean: Stack, samples_dir: Path) -> None:
+def test_one_bad_hand_among_many_keeps_the_others(clean: HandStack, samples_dir: Path) -> None:
     doc = document(sample_bytes(samples_dir, LATE_COPY))
     doc["Hands"][99]["Players"][0]["VPIPPercent"] = "high"
     upsert(clean.rest, session_row("PC-one-bad", LATE_COPY, encode(doc), MTIME_BASE))
@@ -696,12 +616,12 @@ def test_one_bad_hand_among_many_keeps_the_others(clean: Stack, samples_dir: Pat
 
 
 def test_the_latest_hand_is_readable_right_after_its_upsert(
-    clean: Stack, samples_dir: Path
+    clean: HandStack, samples_dir: Path
 ) -> None:
     pc = "PC-live"
     doc = document(sample_bytes(samples_dir, LATE_COPY))
     upsert(clean.rest, session_row(pc, LATE_COPY, encode(doc), MTIME_BASE))
-    with clean.as_role("authenticated") as desk:
+    with clean.as_reader("live") as desk:
         for num in (131, 132):
             doc["Hands"].append(renumbered(doc["Hands"][-1], num, 3))
             started = time.monotonic()
@@ -754,14 +674,14 @@ def test_the_latest_hand_is_readable_right_after_its_upsert(
 # ---------------------------------------------------------------------------------------------
 
 
-def test_authenticated_reads_anon_does_not_and_nobody_writes(
-    clean: Stack, samples_dir: Path
+def test_the_desk_reads_anon_does_not_and_nobody_writes(
+    clean: HandStack, samples_dir: Path
 ) -> None:
     upsert(
         clean.rest,
         session_row("PC-acl", EARLY_COPY, sample_bytes(samples_dir, EARLY_COPY), MTIME_BASE),
     )
-    with clean.as_role("authenticated") as desk, clean.as_role(None) as anon:
+    with clean.as_reader("live") as desk, clean.as_reader(None) as anon:
         for name in READABLE:
             read = desk.get(f"/{name}", params={"limit": "1"})
             assert read.status_code == 200, (name, read.text)
@@ -819,7 +739,7 @@ def snapshot(dsn: str) -> dict[str, list[Any]]:
 
 
 async def test_rebuild_rederives_everything_in_chunks(
-    clean: Stack, samples_dir: Path, capsys: pytest.CaptureFixture[str]
+    clean: HandStack, samples_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dsn = clean.db.dsn
     for i, rel in enumerate(sample_files(samples_dir)):
@@ -843,6 +763,8 @@ async def test_rebuild_rederives_everything_in_chunks(
         assert [(r.name, r.ok) for r in await check_hands(client)] == [
             ("hand tables", True),
             ("hand tables match gfx_sessions", True),
+            ("security delay", True),
+            ("delayed release", True),
         ]
 
         infra.query(dsn, "truncate public.gfx_hands cascade")
@@ -852,6 +774,8 @@ async def test_rebuild_rederives_everything_in_chunks(
         assert [(r.name, r.ok) for r in lines] == [
             ("hand tables", True),
             ("hand tables match gfx_sessions", False),
+            ("security delay", True),
+            ("delayed release", True),
         ]
         assert "hands rebuild" in lines[1].detail
 
@@ -901,7 +825,7 @@ async def test_rebuild_rederives_everything_in_chunks(
     assert after["sessions"] == sessions - 1
 
 
-async def test_a_forced_rebuild_rewrites_every_row(clean: Stack, samples_dir: Path) -> None:
+async def test_a_forced_rebuild_rewrites_every_row(clean: HandStack, samples_dir: Path) -> None:
     upsert(
         clean.rest,
         session_row("PC-F", EARLY_COPY, sample_bytes(samples_dir, EARLY_COPY), MTIME_BASE),
@@ -928,7 +852,7 @@ async def test_a_forced_rebuild_rewrites_every_row(clean: Stack, samples_dir: Pa
 
 
 async def test_a_rebuild_skips_a_session_the_agent_is_writing(
-    clean: Stack, samples_dir: Path
+    clean: HandStack, samples_dir: Path
 ) -> None:
     for i, rel in enumerate(sample_files(samples_dir)[:3]):
         upsert(clean.rest, session_row("PC-L", rel, sample_bytes(samples_dir, rel), MTIME_BASE + i))
@@ -961,13 +885,13 @@ def test_migration_applies_twice(realtime: bool) -> None:
         if realtime:
             infra.query(db.dsn, "create publication supabase_realtime")
             infra.apply_migration(db.dsn)  # the core file adds sync_events
-        infra.apply_migration(db.dsn, HANDS_MIGRATION)
-        infra.apply_migration(db.dsn, HANDS_MIGRATION)
+        infra.apply_hands_migrations(db.dsn)
+        infra.apply_hands_migrations(db.dsn)
         published = infra.query(
             db.dsn, "select tablename from pg_publication_tables order by tablename"
         )
-        expected = ["gfx_hand_events", "gfx_hand_players", "gfx_hands", "sync_events"]
-        assert [r["tablename"] for r in published] == (expected if realtime else [])
+        # the hand tables go out by Broadcast, not in the publication (20261205110000)
+        assert [r["tablename"] for r in published] == (["sync_events"] if realtime else [])
         triggers = infra.query(
             db.dsn,
             "select tgname from pg_trigger where tgrelid = 'public.gfx_sessions'::regclass "
@@ -1032,19 +956,13 @@ def test_an_existing_table_of_another_shape_is_refused_and_another_schema_works(
         )
         assert leftovers == [{"t": None, "triggers": 0, "author_rows": 1}]
 
-        # Beside it, in a schema of its own.
-        text = sql_for_schema(HANDS_MIGRATION.read_text(encoding="utf-8"), "gfx_live")
+        # Beside it, in a schema of its own: both hand migrations, as `schema --hands` prints.
+        text = hands_migration_sql("gfx_live")
         for _ in range(2):
             with psycopg.connect(db.dsn, autocommit=True) as conn:
                 conn.execute(text.encode())
         data = sample_bytes(samples_dir, EARLY_COPY)
-        row = json.loads(session_row("PC1", EARLY_COPY, data, MTIME_BASE))
-        infra.query(
-            db.dsn,
-            f"insert into public.gfx_sessions ({', '.join(row)}) select {', '.join(row)} "
-            "from jsonb_populate_record(null::public.gfx_sessions, %s::jsonb)",
-            (json.dumps(row),),
-        )
+        store_session(db.dsn, session_row("PC1", EARLY_COPY, data, MTIME_BASE))
         counts = infra.query(
             db.dsn,
             "select (select count(*) from gfx_live.gfx_hands) as ours, "
@@ -1065,7 +983,8 @@ def test_an_existing_table_of_another_shape_is_refused_and_another_schema_works(
         )
         server = infra.start_postgrest(db)
         try:
-            bearer = {"authorization": f"Bearer {server.jwt('authenticated')}"}
+            desk = user_claims(app_metadata={"gfx_access": "live"})
+            bearer = {"authorization": f"Bearer {infra.make_jwt(server.jwt_secret, desk)}"}
             current = httpx.get(
                 f"{server.url}/gfx_current_hand",
                 headers={**bearer, "accept-profile": "gfx_live"},
@@ -1106,11 +1025,16 @@ async def _check_and_rebuild(settings: Settings) -> tuple[list[CheckResult], int
 
 
 def test_sql_for_schema_keeps_gfx_sessions_and_refuses_odd_names() -> None:
-    text = HANDS_MIGRATION.read_text(encoding="utf-8")
+    text = hands_migration_sql()
     moved = sql_for_schema(text, "gfx_live")
     assert sql_for_schema(text, "public") == text
-    assert re.search(r"\bpublic\b", moved.replace("public.gfx_sessions", "")) is None
-    assert moved.count("public.gfx_sessions") == text.count("public.gfx_sessions") > 0
+    kept = ("public.gfx_sessions", "public.gfx_access")
+    rest = moved
+    for name in kept:
+        rest = rest.replace(name, "")
+    assert re.search(r"\bpublic\b", rest) is None
+    for name in kept:  # the session table and the project's claim stay where they are
+        assert moved.count(name) == text.count(name) > 0, name
     assert "from PUBLIC, anon" in moved
     for name in ("Gfx", "gfx-live", "x; drop table y", ""):
         with pytest.raises(ValueError):

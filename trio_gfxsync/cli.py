@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--hands",
                 action="store_true",
-                help="the optional hand tables' migration instead (gfx_hands and its views)",
+                help="the optional hand tables' migrations instead (gfx_hands, its views, tiers)",
             )
             command.add_argument(
                 "--schema",

@@ -42,6 +42,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from tests.support.cluster import Cluster, ClusterError, start_cluster
+from trio_gfxsync.commands.schema import is_hands_migration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = REPO_ROOT / "deploy" / "supabase" / "migrations"
@@ -128,8 +129,8 @@ def looks_like_jwt(token: str) -> bool:
 
 def migration_paths() -> list[Path]:
     """The migrations the agent needs, oldest first (Supabase CLI naming: <UTC timestamp>_*.sql);
-    the optional hand tables (*_gfx_hands.sql) are applied by the tests that want them."""
-    found = sorted(p for p in MIGRATIONS_DIR.glob("*.sql") if not p.name.endswith("_gfx_hands.sql"))
+    the optional hand tables (*_gfx_hands*.sql) are applied by the tests that want them."""
+    found = sorted(p for p in MIGRATIONS_DIR.glob("*.sql") if not is_hands_migration(p.name))
     if not found or not found[0].name.endswith("_gfx_sync.sql"):
         raise InfraError(f"expected *_gfx_sync.sql first in {MIGRATIONS_DIR}, found {found}")
     return found
@@ -140,9 +141,17 @@ def migration_path() -> Path:
     return migration_paths()[0]
 
 
-def hands_migration_path() -> Path:
-    (found,) = MIGRATIONS_DIR.glob("*_gfx_hands.sql")
+def hands_migration_paths() -> list[Path]:
+    """The optional hand tables' migrations, oldest first: the tables, then their upgrades."""
+    found = sorted(p for p in MIGRATIONS_DIR.glob("*.sql") if is_hands_migration(p.name))
+    if not found:
+        raise InfraError(f"no *_gfx_hands*.sql in {MIGRATIONS_DIR}")
     return found
+
+
+def apply_hands_migrations(dsn: str) -> None:
+    for path in hands_migration_paths():
+        apply_migration(dsn, path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def main() -> int:
     try:
         db = infra.create_database()
         if args.hands:
-            infra.apply_migration(db.dsn, infra.hands_migration_path())
+            infra.apply_hands_migrations(db.dsn)
         server = infra.start_postgrest(db, port=args.port or None)
         try:
             lines = [

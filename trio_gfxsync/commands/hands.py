@@ -1,9 +1,9 @@
 """`trio-gfxsync hands rebuild [--pc X]`, the hand-table lines of `check`, `schema --hands`.
 
-The hand tables (`deploy/supabase/migrations/20261203100000_gfx_hands.sql`, optional) are
-derived by the database itself, inside every upsert of gfx_sessions; the agent never writes
-them. This module talks to the two functions that migration exposes to service_role through
-PostgREST RPC:
+The hand tables (`deploy/supabase/migrations/*_gfx_hands*.sql`, optional: the tables, then the
+security delay and Broadcast of 20261205110000) are derived by the database itself, inside
+every upsert of gfx_sessions; the agent never writes them. This module talks to the two
+functions those migrations expose to service_role through PostgREST RPC:
 
     gfx_hands_rebuild(pc, after_pc, after_session, max_sessions, force)
         re-derives one chunk of sessions, ordered by (gfx_pc_id, session_id), and answers
@@ -11,7 +11,9 @@ PostgREST RPC:
          "next_pc", "next_session", "next_session_key"}; next_* are null once done
     gfx_hands_status()
         {"version", "schema", "sessions", "derived", "missing", "stale", "inconsistent",
-         "orphaned", "hands", "hand_errors"}
+         "orphaned", "hands", "hand_errors", "release"}, where "release" (from 20261205110000)
+        is {"delay_seconds", "delays": {pc: seconds}, "release_scheduled" (null without
+        pg_cron), "release_schedule", "waiting", "overdue"}
 
 Every failure surfaces as `UpstreamError` (an answer of the wrong shape too, with the verdict
 UNEXPECTED), so callers handle one exception type.
@@ -30,12 +32,13 @@ from ..errors import UpstreamError
 from ..policy import Verdict
 from ..settings import Settings
 from ..targets.postgrest import PostgrestClient
+from .hands_delay import ReleaseStatus, release_lines
 from .results import CheckResult
-from .schema import hands_migration_file
+from .schema import hands_migration_files
 
-# The version gfx_hands_status() reports for the rules this agent documents.
-HANDS_VERSION = "20261203100000"
-HANDS_MIGRATION = f"deploy/supabase/migrations/{HANDS_VERSION}_gfx_hands.sql"
+# The version gfx_hands_status() reports for the hand tables this agent documents.
+HANDS_VERSION = "20261205110000"
+HANDS_MIGRATION = f"deploy/supabase/migrations/{HANDS_VERSION}_gfx_hands_delay.sql"
 
 REBUILD_FUNCTION = "gfx_hands_rebuild"
 STATUS_FUNCTION = "gfx_hands_status"
@@ -50,9 +53,10 @@ MAX_RETRIES = 4
 MAX_PASSES = 3
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# Every lower-case word `public` of the migration names the hand tables' schema, except in
-# `public.gfx_sessions` (the role PUBLIC is written in capitals).
-_HAND_SCHEMA = re.compile(r"\bpublic\b(?!\.gfx_sessions\b)")
+# Every lower-case word `public` of the migrations names the hand tables' schema, except in
+# `public.gfx_sessions` and `public.gfx_access` (the project's claim, shared with other objects);
+# the role PUBLIC is written in capitals.
+_HAND_SCHEMA = re.compile(r"\bpublic\b(?!\.(?:gfx_sessions|gfx_access)\b)")
 
 
 class RpcClient(Protocol):
@@ -81,9 +85,9 @@ def sql_for_schema(sql: str, schema: str) -> str:
 
 
 def hands_migration_sql(schema: str = "public") -> str:
-    """The hand-table migration as shipped in the package, for `trio-gfxsync schema --hands`."""
-    text = hands_migration_file().read_text("utf-8")
-    return sql_for_schema(text, schema)
+    """The hand-table migrations as shipped in the package, in order, for
+    `trio-gfxsync schema --hands`: the whole text applies to a database with or without them."""
+    return "\n".join(sql_for_schema(f.read_text("utf-8"), schema) for f in hands_migration_files())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +195,7 @@ class HandsStatus:
     orphaned: int
     hands: int
     hand_errors: int
+    release: ReleaseStatus | None = None  # from 20261205110000 on
 
     @classmethod
     def from_json(cls, answer: object) -> HandsStatus:
@@ -211,11 +216,23 @@ class HandsStatus:
                 "hand_errors",
             )
         }
-        return cls(version=version, schema=schema, **counts)
+        return cls(version=version, schema=schema, **counts, release=_release(obj.get("release")))
 
     @property
     def consistent(self) -> bool:
         return not (self.missing or self.stale or self.inconsistent or self.orphaned)
+
+
+def _release(release: object) -> ReleaseStatus | None:
+    """The "release" part of gfx_hands_status (absent before 20261205110000)."""
+    if release is None:
+        return None
+    if not isinstance(release, dict):
+        raise _unexpected(STATUS_FUNCTION, f"release={release!r}, not an object")
+    try:
+        return ReleaseStatus.from_json(release)
+    except ValueError as exc:
+        raise _unexpected(STATUS_FUNCTION, str(exc)) from None
 
 
 def not_installed(exc: UpstreamError) -> bool:
@@ -379,7 +396,7 @@ async def check_hands(client: RpcClient) -> list[CheckResult]:
                 "hand tables",
                 False,
                 f"version {status.version} in schema {status.schema}, this agent documents "
-                f"{HANDS_VERSION}: apply {HANDS_MIGRATION}, then `trio-gfxsync hands rebuild`",
+                f"{HANDS_VERSION}: apply {HANDS_MIGRATION} (`trio-gfxsync schema --hands`)",
             )
         )
     else:
@@ -408,4 +425,6 @@ async def check_hands(client: RpcClient) -> list[CheckResult]:
             f"{problems} of {status.sessions} sessions{errors}: run `trio-gfxsync hands rebuild`"
         )
     results.append(CheckResult("hand tables match gfx_sessions", status.consistent, detail))
+    if status.release is not None:
+        results += release_lines(status.release)
     return results
