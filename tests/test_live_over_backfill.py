@@ -83,7 +83,7 @@ def test_a_live_rewrite_is_stored_while_the_backfill_has_barely_begun(
         batch_size=BATCH_SIZE,
         log_level="INFO",
     )
-    with running_agent(env, tmp_path / "agent.log"):
+    with running_agent(env, tmp_path / "agent.log") as agent:
         # the newest file goes first; then the backfill is under way
         wait_for(
             lambda: figures(clean_db.dsn, live.session_id)[1] == 2, 60, "the live session stored"
@@ -101,6 +101,7 @@ def test_a_live_rewrite_is_stored_while_the_backfill_has_barely_begun(
             stored, live_hands = figures(clean_db.dsn, live.session_id)
             if live_hands == 5:
                 break
+            assert agent.running, "the agent exited"
             assert ARCHIVED - stored > BACKLOG_FLOOR, (
                 f"the live rewrite is not stored {time.monotonic() - rewritten_at:.1f}s after it,"
                 f" and only {ARCHIVED - stored} archived sessions are still missing"
