@@ -299,12 +299,9 @@ async def test_paused_states_are_reprobed_with_probe_write_about_every_30_s(
     h = build(store, upstream)
     async with trio.open_nursery() as nursery:
         await nursery.start(h.drainer.run)
-        first = await upstream.wait_for(lambda c: True)
-        window_end = first.at + 300.0
-        await upstream.wait_for(lambda c: c.at >= window_end)
+        window = await first_calls(upstream, 300.0)
         assert h.status.upstream == state
-        window = [c for c in upstream.calls if c.at < window_end]
-        assert first.kind == "probe"
+        assert window[0].kind == "probe"
         # only the write that failed can tell it is fixed; nothing else is sent meanwhile
         assert {c.kind for c in window[1:]} == {"probe_write"}
         gaps = [b.at - a.at for a, b in pairwise(window)]
@@ -315,15 +312,31 @@ async def test_paused_states_are_reprobed_with_probe_write_about_every_30_s(
         assert {attempts for attempts, _ in rows.values()} == {0}, "a pause is no refusal"
         assert dead_letter_count(store.path) == 0
 
-        upstream.trouble = no_trouble  # the operator fixed the grant / ran the migration
-        fixed_at = trio.current_time()
-        answered = await upstream.wait_for(lambda c: c.kind == "probe_write" and c.error is None)
-        assert answered.at - fixed_at <= 35.0
-        await upstream.wait_stored(ids(records))
-        assert upstream.of_kind("upsert")[0].at == pytest.approx(answered.at, abs=1e-6)
-        assert h.status.upstream == Upstream.CONNECTED
-        h.drainer.stop()
+        # the operator fixed the grant / ran the migration
+        await drained_once_fixed(h, upstream, records, upsert=0)
     assert queue_rows(store.path) == {}
+
+
+async def first_calls(upstream: StandIn, seconds: float) -> list[Call]:
+    """The requests of the first `seconds` from the first one (waits until they are over)."""
+    first = await upstream.wait_for(lambda c: True)
+    await upstream.wait_for(lambda c: c.at >= first.at + seconds)
+    return [c for c in upstream.calls if c.at < first.at + seconds]
+
+
+async def drained_once_fixed(
+    h: Harness, upstream: StandIn, records: list[SessionRecord], *, upsert: int
+) -> None:
+    """The trouble is gone: the next re-probe (within 35 s) goes through, and the queue goes
+    out at that instant, starting with the `upsert`-th upsert of the test."""
+    upstream.trouble = no_trouble
+    fixed_at = trio.current_time()
+    answered = await upstream.wait_for(lambda c: c.kind == "probe_write" and c.error is None)
+    assert answered.at - fixed_at <= 35.0
+    await upstream.wait_stored(ids(records))
+    assert upstream.of_kind("upsert")[upsert].at == pytest.approx(answered.at, abs=1e-6)
+    assert h.status.upstream == Upstream.CONNECTED
+    h.drainer.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,11 +556,8 @@ async def test_a_rejected_request_pauses_uploads_until_the_write_goes_through(
     h = build(store, upstream)
     async with trio.open_nursery() as nursery:
         await nursery.start(h.drainer.run)
-        first = await upstream.wait_for(lambda c: True)
-        window_end = first.at + 300.0
-        await upstream.wait_for(lambda c: c.at >= window_end)
+        window = await first_calls(upstream, 300.0)
         assert h.status.upstream == Upstream.REQUEST_REJECTED
-        window = [c for c in upstream.calls if c.at < window_end]
         # the start's probe answers, the queue goes out once and is refused; then only the
         # write that failed, about every 30 s
         assert [c.kind for c in window[:2]] == ["probe", "upsert"]
@@ -563,12 +573,7 @@ async def test_a_rejected_request_pauses_uploads_until_the_write_goes_through(
         )
         assert dead_letter_count(store.path) == 0
 
-        upstream.trouble = no_trouble  # the proxy is fixed
-        answered = await upstream.wait_for(lambda c: c.kind == "probe_write" and c.error is None)
-        await upstream.wait_stored(ids(records))
-        assert upstream.of_kind("upsert")[1].at == pytest.approx(answered.at, abs=1e-6)
-        assert h.status.upstream == Upstream.CONNECTED
-        h.drainer.stop()
+        await drained_once_fixed(h, upstream, records, upsert=1)  # the proxy is fixed
     assert queue_rows(store.path) == {}
 
 
