@@ -227,10 +227,11 @@ def health_changes(agent: AgentProcess, since: int) -> list[dict[str, Any]]:
 def test_fast_play_never_degrades_health_and_a_cut_upstream_does_naming_the_lag(
     tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
 ) -> None:
-    """Four simulated PCs, a hand every 1-2 s each. Every upsert lingers 1 s for companions
-    (GFX_SYNC_LINGER, as a busy agent's batches do) and a change is missing after 2 polls + a
-    1.5 s flush: nearly every poll finds a rewrite on its way, so the old per-PC timestamp,
-    cleared only by a poll that found nothing waiting, turned `degraded` within a minute. Then
+    """Four simulated PCs, a hand every 1-2 s each. Every upsert lingers 1.5 s for companions
+    (GFX_SYNC_LINGER = FLUSH_INTERVAL, as a busy agent's batches do) and a change is missing
+    after 2 polls + that flush (5.5 s): nearly every poll finds a rewrite on its way, so the
+    old per-PC timestamp, cleared only by a poll that found nothing waiting, turned `degraded`
+    within a minute. Then
     every upsert is held at the gateway for 20 s: the wait shows, with its age (the PC's lag,
     or the offline queue's once the live lane gives the held records to it), and goes again."""
     nas = tmp_path / "nas"
@@ -242,7 +243,7 @@ def test_fast_play_never_degrades_health_and_a_cut_upstream_does_naming_the_lag(
         key=fresh_gateway.key,
         poll_interval=2.0,
         flush_interval=1.5,
-        linger=1.0,
+        linger=1.5,
         log_level="INFO",
     )
     hold = threading.Event()
