@@ -205,13 +205,10 @@ class PcScan:
         self._check_done()
 
     def _note_waiting(self) -> None:
-        """How many changes wait to be acknowledged, and since when (the sync lag)."""
-        stats = self.stats
-        stats.waiting = self.tracker.waiting()
-        if stats.waiting == 0:
-            stats.waiting_since = None
-        elif stats.waiting_since is None:
-            stats.waiting_since = trio.current_time()
+        """How many files wait to be acknowledged, and since when the oldest change the table
+        lacks was first seen (the sync lag; tracker.py keeps it per file)."""
+        self.stats.waiting = self.tracker.waiting()
+        self.stats.waiting_since = self.tracker.oldest_unacked()
 
     async def _gone(self, gone: list[str], *, live: bool) -> None:
         if not gone or self._on_gone is None:

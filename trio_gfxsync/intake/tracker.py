@@ -6,6 +6,14 @@ acknowledged (stored, queued, quarantined, dead-lettered: via the ledger), `retr
 a while, or when it changes). The tracker also keeps the *hot set*: the files worth a stat every
 hot tick, because the agent saw them change, because they are the newest of the PC (the live
 session stays hot through a long break), or because they are waiting to settle.
+
+The *sync lag* is kept here too, per file: the age of the oldest version the table does not hold
+yet. Each version reported is noted with the time (the monotonic clock, never a PC's mtime) the
+agent first saw it; acknowledging a version ends it and every version reported before it (the
+table holds newer bytes), whatever newer version is already on its way. A file rewritten faster
+than the table catches up therefore shows the age of its oldest unacknowledged version, never
+the length of the busy stretch. The walk at a start reports every file at once (10^5 on a full
+share): those get no entry each but share the walk's time, their one version being `reported`.
 """
 
 from __future__ import annotations
@@ -70,6 +78,10 @@ class FileTracker:
     # copies read and sent but not acknowledged yet, for choosing among a session's copies
     inflight: dict[int, dict[str, Copy]] = field(default_factory=dict)
     _inflight_session: dict[str, int] = field(default_factory=dict)
+    # versions reported and not acknowledged yet, oldest first, with the time each was first
+    # seen; files the first walk reported have no entry (see `_walk_pending`)
+    unacked: dict[str, list[tuple[Stat, float]]] = field(default_factory=dict)
+    walked_at: float | None = None  # the first walk's time while any file it reported waits
     hot_window: float = HOT_WINDOW
     hot_max: int = HOT_MAX
     hot_newest: int = HOT_NEWEST
@@ -93,6 +105,7 @@ class FileTracker:
                 del self.blocked[rel]
                 stat = self.reported.pop(rel, None)
                 if stat is not None and rel not in seen:
+                    self._note_version(rel, stat, now)
                     changes.append(self.change(rel, stat, settled=True))
         for rel, observed in seen.items():
             stat = observed.stat
@@ -105,11 +118,17 @@ class FileTracker:
                     del self.acked[rel]
                     self.acked[rel] = stat
                 self.needs_settle.discard(rel)
+                if rel in self.unacked or rel in self.reported:
+                    self._caught_up(rel)
                 continue
             if self.reported.get(rel) == stat:
                 continue  # in flight, or broken and waiting for the file to change
             if rel in self.needs_settle and not observed.settled:
                 continue
+            if not initial:
+                self._note_version(rel, stat, now)  # before `change` replaces `reported`
+            elif self.walked_at is None:
+                self.walked_at = now
             changes.append(self.change(rel, stat, settled=observed.settled))
         vanished = []
         for rel in gone:
@@ -119,6 +138,7 @@ class FileTracker:
             self.needs_settle.discard(rel)
             self.blocked.pop(rel, None)
             self.changed_at.pop(rel, None)
+            self.unacked.pop(rel, None)
         if len(self.changed_at) > 4 * self.hot_max:  # a folder copied in: keep the most recent
             keep = heapq.nlargest(2 * self.hot_max, self.changed_at.items(), key=lambda kv: kv[1])
             self.changed_at = dict(keep)
@@ -161,6 +181,7 @@ class FileTracker:
     # -- outcomes reported back by the reader and the ledger --
 
     def acknowledge(self, rel: str, stat: Stat) -> None:
+        self._settle_versions(rel, stat)
         reported = self.reported.get(rel)
         if reported is not None and same_version(stat, reported):
             # the report is done: the acknowledged version answers for it from now on, and
@@ -181,11 +202,68 @@ class FileTracker:
         self.inflight.setdefault(session_id, {})[copy.rel_path] = copy
         self._inflight_session[copy.rel_path] = session_id
 
+    # -- the sync lag --
+
+    def _note_version(self, rel: str, stat: Stat, now: float) -> None:
+        """A version reported outside the first walk: waiting from `now` on."""
+        versions = self.unacked.get(rel)
+        if versions is None:
+            versions = self.unacked[rel] = self._walk_version(rel)
+        if not versions or not same_version(versions[-1][0], stat):
+            versions.append((stat, now))
+
+    def _walk_version(self, rel: str) -> list[tuple[Stat, float]]:
+        """The version of `rel` the first walk reported, if it still waits, as an entry."""
+        stat = self.reported.get(rel)
+        if self.walked_at is None or stat is None or rel in self.blocked:
+            return []
+        return [(stat, self.walked_at)]
+
+    def _settle_versions(self, rel: str, stat: Stat) -> None:
+        """`stat` is acknowledged: it and the versions reported before it wait no more."""
+        versions = self.unacked.get(rel)
+        if versions is None:
+            return  # none, or the walk's one version: `reported`, cleared by acknowledge
+        for i in range(len(versions) - 1, -1, -1):
+            if same_version(stat, versions[i][0]):
+                del versions[: i + 1]
+                break
+        # a version never reported (read as it changed) leaves the rest waiting until the file
+        # is seen at it (`_caught_up`): its place among them is not known
+        if not versions:
+            del self.unacked[rel]
+
+    def _caught_up(self, rel: str) -> None:
+        """The file is seen at its acknowledged version: nothing of it waits any more."""
+        self.unacked.pop(rel, None)
+        if rel not in self.blocked:
+            self.reported.pop(rel, None)  # a report overtaken by a read of newer bytes
+
+    def _walk_pending(self) -> bool:
+        """Some file the first walk reported still waits (the first found ends the look)."""
+        if self.walked_at is None:
+            return False
+        for rel in self.reported:
+            if rel not in self.unacked and rel not in self.blocked:
+                return True
+        self.walked_at = None
+        return False
+
     def waiting(self) -> int:
-        """Changes reported and not acknowledged yet (unreadable ones aside: they have alerts
-        of their own): what the table still lacks from this PC."""
-        blocked = sum(1 for rel in self.blocked if rel in self.reported)
-        return len(self.reported) - blocked
+        """Files with a change reported and not acknowledged yet (unreadable ones aside: they
+        have alerts of their own): what the table still lacks from this PC."""
+        extra = sum(1 for rel in self.unacked if rel not in self.reported)
+        blocked = sum(1 for rel in self.blocked if rel in self.reported or rel in self.unacked)
+        return len(self.reported) + extra - blocked
+
+    def oldest_unacked(self) -> float | None:
+        """When the agent first saw the oldest change the table does not hold yet (monotonic
+        clock), None when it holds them all: now minus this is the PC's sync lag."""
+        oldest = self.walked_at if self._walk_pending() else None
+        for rel, versions in self.unacked.items():
+            if rel not in self.blocked and (oldest is None or versions[0][1] < oldest):
+                oldest = versions[0][1]
+        return oldest
 
     def inflight_copies(self, session_id: int) -> dict[str, Copy]:
         return dict(self.inflight.get(session_id, {}))
@@ -200,10 +278,13 @@ class FileTracker:
         """Another process forgot this file's state (`dlq replay`): read it again."""
         self.acked.pop(rel, None)
         self.reported.pop(rel, None)
+        self.unacked.pop(rel, None)
 
     def retry_when_settled(self, rel: str, stat: Stat) -> None:
-        """The version was being written while read: report it again once it stops changing."""
+        """The version was being written while read: report it again once it stops changing.
+        It still waits (the table lacks it) from when it was first seen."""
         if self.reported.get(rel) == stat:
+            self._keep_waiting(rel)
             del self.reported[rel]
         self.needs_settle.add(rel)
         if self.hot_changed is not None:
@@ -211,17 +292,26 @@ class FileTracker:
 
     def give_up(self, rel: str, stat: Stat) -> None:
         """Unreadable (permissions, I/O): look again when it changes or after a while (a
-        permission fixed on the NAS changes no mtime; a session's last write never changes)."""
+        permission fixed on the NAS changes no mtime; a session's last write never changes).
+        Its waiting versions leave the sync lag: the unreadable file has an alert of its own."""
+        self.unacked.pop(rel, None)
         self.reported[rel] = stat
         self.blocked[rel] = self.polls + BLOCKED_RETRY_POLLS
 
     def release(self, rel: str, stat: Stat) -> None:
         """Forget a report so that the next look at the file reports it afresh."""
         if self.reported.get(rel) == stat:
+            self._keep_waiting(rel)
             del self.reported[rel]
             self.needs_settle.add(rel)  # look at it again soon, not only at the next sweep
             if self.hot_changed is not None:
                 self.hot_changed()
+
+    def _keep_waiting(self, rel: str) -> None:
+        """`reported[rel]` is about to go while its version still waits: the first walk's
+        version of the file gets an entry of its own (it would leave the lag otherwise)."""
+        if rel not in self.unacked and (walk := self._walk_version(rel)):
+            self.unacked[rel] = walk
 
     def caught_up(self) -> bool:
         """Every file seen is acknowledged, or blocked until it changes (for one-shot scans)."""

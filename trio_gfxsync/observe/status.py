@@ -62,8 +62,8 @@ class ScanStats:
     last_scan_at: float | None = None  # trio clock
     observe: Callable[[float], None] | None = None  # e.g. a histogram's observe
     problems: dict[str, str] = field(default_factory=dict)  # unreadable sub-folders
-    # changes seen and not acknowledged yet, and since when there have been some (trio
-    # clock): the sync lag is the age of the oldest of them while the PC never catches up
+    # files with a change seen and not acknowledged yet, and when the oldest such change was
+    # first seen (trio clock): the sync lag is its age (intake/tracker.py)
     waiting: int = 0
     waiting_since: float | None = None
 
