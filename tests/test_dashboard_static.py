@@ -8,6 +8,8 @@ token). The end-to-end dashboard test against a running agent lives with the HTT
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -176,3 +178,65 @@ def test_token_required_message_and_token_in_every_request(
         ]
         assert {p.split("?")[0] for p in api_after_token} == {"/api/status", "/api/events"}
         assert all("token=abc" in p for p in api_after_token), api_after_token
+
+
+REFUSAL = {
+    "error": "this address has 4 live dashboards open already (at most 4 per address); close one",
+    "limit": "per_client",
+    "retry_after": 5,
+}
+
+
+def wait_for_attempts(server: CannedServer, count: int, timeout: float = 120) -> list[float]:
+    """The times of the first `count` /api/events requests (waits for them)."""
+    deadline = time.monotonic() + timeout
+    while len(server.events_at) < count:
+        assert time.monotonic() < deadline, f"only {len(server.events_at)} stream requests"
+        time.sleep(0.05)
+    return server.events_at[:count]
+
+
+def test_a_refusal_says_why_and_its_retry_after_is_honoured(
+    page: Page, server: CannedServer
+) -> None:
+    open_live(page, server.url + "/")
+    first = len(server.events_at)
+
+    # the agent's answer to a laptop with too many dashboards open: 429, Retry-After: 5
+    server.stream_refusal = (429, {"Retry-After": "5"}, json.dumps(REFUSAL).encode())
+    server.drop_streams()
+    connection = page.get_by_test_id("connection")
+    detail = page.get_by_test_id("connection-detail")
+    expect(connection).to_have_attribute("data-state", "refused", timeout=LIVE_MS)
+    expect(connection).to_have_text("refused")
+    expect(detail).to_be_visible()
+    expect(detail).to_contain_text(f"refused by the agent (HTTP 429): {REFUSAL['error']}")
+    expect(detail).to_contain_text(re.compile(r"next try in [1-5] s"))
+
+    # the next attempt waits the Retry-After (5 s), not the back-off's 4 s
+    refused, retried = wait_for_attempts(server, first + 2)[first:]
+    assert retried - refused >= 4.95, f"tried again {retried - refused:.2f} s after a 429"
+
+    server.stream_refusal = None
+    expect(connection).to_have_attribute("data-state", "live", timeout=LIVE_MS * 5)
+    expect(detail).to_be_hidden()
+
+
+def test_the_page_backs_off_while_the_stream_is_refused(page: Page, server: CannedServer) -> None:
+    open_live(page, server.url + "/")
+    first = len(server.events_at)
+
+    # a refusal without Retry-After: 2 s, then twice as long each time
+    server.refuse_streams = True
+    server.drop_streams()
+    detail = page.get_by_test_id("connection-detail")
+    expect(detail).to_contain_text("refused by the agent (HTTP 503): refused", timeout=LIVE_MS)
+    times = wait_for_attempts(server, first + 3)[first:]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert gaps[0] >= 3.95 and gaps[1] >= 7.95, f"attempts {gaps} s apart"
+    print(f"dashboard: refused attempts {', '.join(f'{g:.2f}' for g in gaps)} s apart")
+
+    server.refuse_streams = False
+    expect(page.get_by_test_id("connection")).to_have_attribute(
+        "data-state", "live", timeout=LIVE_MS * 5
+    )

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     dashboard_token: SecretStr | None = None
+    # live dashboards (SSE streams) one client address may hold open, of the 16 in all: one
+    # flaky laptop cannot take them all; behind a reverse proxy every client is the proxy
+    dashboard_streams_per_client: int = Field(4, ge=1, le=16)
     # where rows go: Supabase's PostgREST, or an embedded SQLite file (never chosen silently:
     # unset means PostgREST, which then needs the two Supabase settings)
     target: Literal["postgrest", "sqlite"] | None = None

@@ -10,8 +10,10 @@ lock the server serialises under, and wakes the streams when the block ends).
 
 With `token=...`, `/api/*` answers 401 unless the query string carries `token=<token>`; `/`
 answers 401 with the page itself (so the page can say what is missing) and `/static/*` stays open,
-which is how the agent is expected to behave. `refuse_streams` makes `/api/events` answer 503 (the
-browser then closes its EventSource for good), and `drop_streams()` cuts the open ones.
+which is how the agent is expected to behave. `refuse_streams` makes `/api/events` answer 503,
+`stream_refusal = (code, headers, body)` any refusal (the agent's 429 with Retry-After), and
+`drop_streams()` cuts the open ones; `events_at` holds when each `/api/events` request came
+(time.monotonic()).
 
 `sample_status()` builds a realistic status (3 PCs, 18-digit session ids, an hour of throughput).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -49,6 +52,8 @@ class CannedServer:
         self.interval = interval
         self.static_dir = static_dir
         self.refuse_streams = False
+        self.stream_refusal: tuple[int, dict[str, str], bytes] | None = None
+        self.events_at: list[float] = []
         self.requests: list[str] = []  # request paths with their query, in order
         self._changed = threading.Condition()
         self._generation = 0  # bumped by mutate() and drop_streams()
@@ -149,15 +154,28 @@ def _handler_for(server: CannedServer) -> type[BaseHTTPRequestHandler]:
             elif parts.path == "/api/status":
                 self._send(HTTPStatus.OK, server.snapshot(), "application/json")
             elif parts.path == "/api/events":
-                if server.refuse_streams:
+                server.events_at.append(time.monotonic())
+                refusal = server.stream_refusal
+                if refusal is not None:
+                    code, headers, body = refusal
+                    self._send(HTTPStatus(code), body, "application/json", headers)
+                elif server.refuse_streams:
                     self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"refused", "text/plain")
                 else:
                     self._stream()
             else:
                 self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
 
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
+        def _send(
+            self,
+            code: int,
+            body: bytes,
+            content_type: str,
+            headers: dict[str, str] | None = None,
+        ) -> None:
             self.send_response(code)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")

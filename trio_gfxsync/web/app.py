@@ -9,14 +9,14 @@ or SQLite and /health answers even when the mount hangs. `dashboard_token`, when
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from importlib import resources
 from typing import Any
 
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..logs import dumps_redacted, get_logger, register_secret
@@ -24,14 +24,12 @@ from ..observe.metrics import CONTENT_TYPE, render
 from ..observe.status import AgentStatus
 from ..settings import Settings
 from .documents import fingerprint, health_document, status_document
+from .sse import WRITE_TIMEOUT, EventStream, StreamSlots, Writers
 
 log = get_logger("web")
 
 SSE_HEARTBEAT = 1.0  # a full status at least this often
 SSE_CHECK = 0.25  # how often a change is looked for between heartbeats
-# Dashboards open at once: each costs a connection for as long as it is open. Beyond this a
-# clear 503 (the browser retries), so a tab left open on every PC cannot load the agent.
-MAX_SSE_CLIENTS = 16
 STATIC = {
     "dashboard.js": "application/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
@@ -44,12 +42,14 @@ def served(body: Any) -> bytes:
     return dumps_redacted(body).encode()
 
 
-def json_response(body: Any, status_code: int = 200) -> Response:
+def json_response(
+    body: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     return Response(
         served(body),
         status_code=status_code,
         media_type="application/json",
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": "no-store", **(headers or {})},
     )
 
 
@@ -76,7 +76,8 @@ def build_app(status: AgentStatus, settings: Settings, shutdown: trio.Event) -> 
     if token is not None:
         register_secret(token)  # a secret like the key: never in what is served or logged
     shared = SharedDocument(status, settings)
-    clients = {"sse": 0}
+    slots = StreamSlots(settings.dashboard_streams_per_client)
+    writers = Writers()
     broken: dict[str, str] = {}
 
     def authorised(request: Request) -> bool:
@@ -115,30 +116,41 @@ def build_app(status: AgentStatus, settings: Settings, shutdown: trio.Event) -> 
     async def api_events(request: Request) -> Response:
         if not authorised(request):
             return refuse()
-        if clients["sse"] >= MAX_SSE_CLIENTS:
-            return json_response(
-                {"error": f"too many live dashboards ({MAX_SSE_CLIENTS}); close one"}, 503
+        client = request.client.host if request.client is not None else "unknown"
+        refusal = slots.take(client)
+        if refusal is not None:
+            log.warning(
+                "sse_refused",
+                reason=refusal.limit,
+                client=client,
+                open_streams=slots.open_streams(),
+                retry_after=refusal.retry_after,
             )
-        clients["sse"] += 1
+            return json_response(
+                refusal.document(), 429, headers={"Retry-After": str(refusal.retry_after)}
+            )
 
-        async def stream() -> AsyncIterator[bytes]:
+        def closed(ending: str) -> None:
+            slots.give_back(client)
+            if ending == "stalled":
+                log.warning("sse_stream_stalled", client=client, write_timeout=WRITE_TIMEOUT)
+
+        async def stream() -> AsyncGenerator[bytes, None]:
             last: tuple[object, ...] | None = None
             sent_at = -1e9
-            try:
-                while not (shutdown.is_set() or status.shutting_down):
-                    now = trio.current_time()
-                    mark = fingerprint(status)
-                    if mark != last or now - sent_at >= SSE_HEARTBEAT:
-                        yield b"event: status\ndata: " + shared.document(mark, now) + b"\n\n"
-                        last, sent_at = mark, now
-                    with trio.move_on_after(SSE_CHECK):
-                        await shutdown.wait()
-            finally:
-                clients["sse"] -= 1
+            while not (shutdown.is_set() or status.shutting_down):
+                now = trio.current_time()
+                mark = fingerprint(status)
+                if mark != last or now - sent_at >= SSE_HEARTBEAT:
+                    yield b"event: status\ndata: " + shared.document(mark, now) + b"\n\n"
+                    last, sent_at = mark, now
+                with trio.move_on_after(SSE_CHECK):
+                    await shutdown.wait()
 
-        return StreamingResponse(
+        return EventStream(
             stream(),
-            media_type="text/event-stream",
+            writers=writers.nursery,
+            on_close=closed,
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
@@ -157,6 +169,7 @@ def build_app(status: AgentStatus, settings: Settings, shutdown: trio.Event) -> 
         return Response(body, media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
 
     return Starlette(
+        lifespan=writers.lifespan,
         routes=[
             Route("/health", health),
             Route("/metrics", metrics),
@@ -164,5 +177,5 @@ def build_app(status: AgentStatus, settings: Settings, shutdown: trio.Event) -> 
             Route("/api/events", api_events),
             Route("/", dashboard),
             Route("/static/{name}", static),
-        ]
+        ],
     )

@@ -10,7 +10,11 @@
 
 (() => {
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const RECONNECT_DELAY_MS = 2000;
+  // After a failed attempt the page waits 2 s, then twice as long each time, at most 60 s; a
+  // refusal's Retry-After (the agent's 429) is waited at least (up to 10 min).
+  const BACKOFF_FIRST_MS = 2000;
+  const BACKOFF_MAX_MS = 60000;
+  const RETRY_AFTER_MAX_MS = 600000;
   // The server sends a status at least every second; silence this long means a dead connection
   // that the browser has not noticed (a half-open TCP connection through venue Wi-Fi).
   const STALE_AFTER_MS = 5000;
@@ -538,8 +542,14 @@
 
   function setConnection(state) {
     const node = $("connection");
-    const labels = { live: "live", reconnecting: "reconnecting…", connecting: "connecting…", unauthorized: "token required" };
-    const tones = { live: "good", reconnecting: "warn", connecting: "muted", unauthorized: "bad" };
+    const labels = {
+      live: "live",
+      reconnecting: "reconnecting…",
+      refused: "refused",
+      connecting: "connecting…",
+      unauthorized: "token required",
+    };
+    const tones = { live: "good", reconnecting: "warn", refused: "bad", connecting: "muted", unauthorized: "bad" };
     setText(node, labels[state] || state);
     setAttr(node, "data-state", state);
     setAttr(node, "data-tone", tones[state] || "muted");
@@ -576,8 +586,8 @@
     render(status);
   }
 
-  // One GET of /api/status: paints at once instead of waiting for the stream, and tells a 401
-  // (EventSource only reports "error" and gives no status code).
+  // One GET of /api/status at start: paints at once instead of waiting for the stream, and
+  // tells a 401 before the stream is tried.
   // Resolves to "ok", "unauthorized" or "failed".
   async function loadOnce() {
     try {
@@ -595,58 +605,179 @@
     }
   }
 
-  let source = null;
+  // The stream is read with fetch() rather than EventSource: an EventSource reports neither the
+  // status nor the headers of a refusal, and the page must honour a 429's Retry-After and say
+  // why it waits. One request does both: its answer is the refusal or the stream itself.
+  let stream = null; // the AbortController of the attempt in progress, or null
   let reconnectTimer = null;
   let lastMessageAt = 0;
+  let failures = 0; // attempts in a row that brought no status: the back-off grows with them
+  let retryAt = null; // when the next attempt starts (epoch ms), for the countdown
+  let retryReason = "";
 
-  function connect() {
-    if (source !== null) source.close();
-    lastMessageAt = Date.now();
-    const es = new EventSource(withToken("/api/events"));
-    source = es;
-    es.addEventListener("status", (event) => {
-      if (es !== source) return;
-      lastMessageAt = Date.now();
-      let status;
+  function backoffMs() {
+    return Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** Math.max(0, failures - 1));
+  }
+
+  // Retry-After in seconds or as an HTTP date; null when absent or unreadable.
+  function parseRetryAfter(value) {
+    if (value === null || value === undefined) return null;
+    const text = value.trim();
+    if (/^\d+$/.test(text)) return Number(text) * 1000;
+    const at = Date.parse(text);
+    return Number.isNaN(at) ? null : Math.max(0, at - Date.now());
+  }
+
+  async function refusalText(response) {
+    let detail = "";
+    try {
+      const text = (await response.text()).trim();
       try {
-        status = parseStatus(event.data);
-      } catch (err) {
-        console.error("dashboard: bad status event", err);
-        return;
+        const body = JSON.parse(text);
+        detail = body && typeof body.error === "string" ? body.error : text;
+      } catch {
+        detail = text;
       }
-      setConnection("live");
-      accept(status);
-    });
-    es.addEventListener("error", () => {
-      if (es !== source) return;
-      if (es.readyState === EventSource.CLOSED) {
-        // The browser gave up (a non-200 answer such as 401 or 503): start over ourselves.
-        scheduleReconnect(RECONNECT_DELAY_MS);
-      } else if ($("connection").getAttribute("data-state") !== "unauthorized") {
-        setConnection("reconnecting"); // EventSource retries by itself
-      }
-    });
+    } catch {
+      detail = "";
+    }
+    detail = detail.slice(0, 300);
+    return `refused by the agent (HTTP ${response.status})${detail ? `: ${detail}` : ""}`;
+  }
+
+  // Says on the page why the figures are not live, and when the next attempt is (ticks each second).
+  function showRetry() {
+    const node = $("connection-detail");
+    if (retryAt === null) {
+      setText(node, "");
+      node.hidden = true;
+      return;
+    }
+    const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+    node.hidden = false;
+    setText(node, `${retryReason} · next try in ${seconds} s`);
+    setAttr(node, "data-retry-ms", String(Math.max(0, retryAt - Date.now())));
+  }
+
+  function goLive() {
+    failures = 0;
+    retryAt = null;
+    retryReason = "";
+    setConnection("live");
+    showRetry();
+  }
+
+  // An attempt that brought no status: wait (2 s doubling to 60 s, at least the Retry-After) and
+  // try again.
+  function fail(reason, retryAfterMs, state) {
+    if (stream !== null) {
+      stream.abort();
+      stream = null;
+    }
+    failures += 1;
+    let delay = backoffMs();
+    if (retryAfterMs !== null) delay = Math.max(delay, Math.min(retryAfterMs, RETRY_AFTER_MAX_MS));
+    if ($("connection").getAttribute("data-state") !== "unauthorized") setConnection(state || "reconnecting");
+    retryReason = reason;
+    retryAt = Date.now() + delay;
+    showRetry();
+    scheduleReconnect(delay);
   }
 
   function scheduleReconnect(delay) {
-    if (source !== null) {
-      source.close();
-      source = null;
-    }
-    if ($("connection").getAttribute("data-state") !== "unauthorized") setConnection("reconnecting");
-    if (reconnectTimer !== null) return;
-    reconnectTimer = setTimeout(async () => {
+    if (reconnectTimer !== null) clearTimeout(reconnectTimer);
+    reconnectTimer = setTimeout(() => {
       reconnectTimer = null;
-      const result = await loadOnce();
-      if (result === "unauthorized") scheduleReconnect(AUTH_RETRY_MS);
-      else connect();
+      connect();
     }, delay);
   }
 
+  // Server-sent events from a fetch body: `event:` and `data:` lines, a blank line ends one.
+  async function readEvents(body, onEvent) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer = (buffer + value).replace(/\r\n/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let name = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line === "" || line.startsWith(":")) continue;
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          let text = colon < 0 ? "" : line.slice(colon + 1);
+          if (text.startsWith(" ")) text = text.slice(1);
+          if (field === "event") name = text;
+          else if (field === "data") data.push(text);
+        }
+        if (data.length > 0) onEvent(name, data.join("\n"));
+      }
+    }
+  }
+
+  function onStatusEvent(name, data) {
+    if (name !== "status") return;
+    lastMessageAt = Date.now();
+    let status;
+    try {
+      status = parseStatus(data);
+    } catch (err) {
+      console.error("dashboard: bad status event", err);
+      return;
+    }
+    goLive();
+    accept(status);
+  }
+
+  async function connect() {
+    if (stream !== null) stream.abort();
+    const controller = new AbortController();
+    stream = controller;
+    lastMessageAt = Date.now();
+    let response;
+    try {
+      response = await fetch(withToken("/api/events"), {
+        cache: "no-store",
+        headers: { Accept: "text/event-stream" },
+        signal: controller.signal,
+      });
+    } catch (err) {
+      if (stream === controller) fail("the agent cannot be reached", null);
+      return;
+    }
+    if (stream !== controller) return;
+    if (response.status === 401) {
+      stream = null;
+      controller.abort();
+      showAuthRequired(true);
+      scheduleReconnect(AUTH_RETRY_MS);
+      return;
+    }
+    if (!response.ok || response.body === null) {
+      const retryAfter = parseRetryAfter(response.headers.get("Retry-After"));
+      const reason = await refusalText(response);
+      if (stream === controller) fail(reason, retryAfter, "refused");
+      return;
+    }
+    try {
+      await readEvents(response.body, (name, data) => {
+        if (stream === controller) onStatusEvent(name, data);
+      });
+      if (stream === controller) fail("the agent ended the stream", null);
+    } catch (err) {
+      if (stream === controller) fail("the connection to the agent broke", null);
+    }
+  }
+
   function watchdog() {
-    if (source !== null && Date.now() - lastMessageAt > STALE_AFTER_MS) {
+    if (stream !== null && Date.now() - lastMessageAt > STALE_AFTER_MS) {
       console.warn("dashboard: no status for a while, reconnecting");
-      scheduleReconnect(0);
+      fail(`no update from the agent for ${Math.round(STALE_AFTER_MS / 1000)} s`, null);
     }
   }
 
@@ -657,6 +788,7 @@
     else connect();
     setInterval(() => {
       tick();
+      showRetry();
       watchdog();
     }, 1000);
   }
