@@ -7,8 +7,9 @@ holds nothing, within a short deadline of its own, and its answer never changes 
 state (a missing migration is logged once; it never pauses uploads). While upstream is down it
 is skipped, not queued: the next one says everything anyway. A gate that never idles (a long
 backfill) would make a working agent look dead: after OVERDUE intervals without one, the next
-heartbeat takes the gate's one slot in turn, between two uploads, for its few milliseconds. Off under TARGET=sqlite, and
-while GFX_SYNC_VENUE is unset (in Docker the host name is a container id, new at every deploy).
+heartbeat takes the gate's one slot in turn, between two uploads, for its few milliseconds.
+Off under TARGET=sqlite, and while GFX_SYNC_VENUE is unset (in Docker the host name is a
+container id, new at every deploy).
 
 The agent's id is made once and kept in a file of its own beside the queue database, so that
 it survives a recovery of that database.
@@ -39,7 +40,8 @@ AGENT_ID_FILE = "agent_id"
 DEADLINE = 3.0  # seconds a heartbeat may hold the gate's one slot
 BUSY_RETRY = 0.5  # seconds between looks at a busy gate, until the next beat is due
 OVERDUE = 2  # intervals without a heartbeat sent before one waits for its turn at the gate
-# what a database without the fleet migration answers (table, function missing)
+# what a database without the fleet migration answers (table, function missing); PostgREST
+# before 12.2 answers a bare 404 for a table it does not know
 MISSING_CODES = frozenset({"PGRST205", "PGRST202", "42P01", "42883"})
 MIGRATION = "20261205130000_gfx_fleet.sql"
 
@@ -200,7 +202,9 @@ class Heartbeat:
                 log.info("heartbeat_recovered", previous=self._failing)
                 self._failing = None
             return True
-        if error is not None and error.code in MISSING_CODES:
+        if error is not None and (
+            error.code in MISSING_CODES or (error.status == 404 and not error.code)
+        ):
             if not self._missing_logged:
                 log.warning(
                     "heartbeat_migration_missing",
