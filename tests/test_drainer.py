@@ -508,3 +508,108 @@ async def test_a_batch_failing_as_down_right_after_a_good_probe_is_postponed_and
     assert upstream.stored == Counter(ids(suspects + others))
     assert queue_rows(store.path) == {}
     assert dead_letter_count(store.path) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# a 4xx about the request itself: paused until fixed, re-probed with the write that failed
+# ---------------------------------------------------------------------------------------------
+
+
+REQUEST_REJECTIONS = {
+    "a proxy refuses POST 405": UpstreamError(405, None, "Method Not Allowed"),
+    "no acceptable media type 406 PGRST107": UpstreamError(
+        406, "PGRST107", "None of these media types are available"
+    ),
+    "a query parameter PostgREST cannot parse 400 PGRST100": UpstreamError(
+        400, "PGRST100", '"failed to parse columns parameter (player_count,)"'
+    ),
+    "a body the gateway will not take 415": UpstreamError(415, None, "Unsupported Media Type"),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", sorted(REQUEST_REJECTIONS))
+async def test_a_rejected_request_pauses_uploads_until_the_write_goes_through(
+    case: str, store: Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Reads answer; every write gets a 4xx that says nothing about particular records. The
+    records stay queued with no attempt counted (dead-lettering them would throw good data
+    away), the state says so, and only the write that failed is tried again, about every 30 s."""
+    rejection = REQUEST_REJECTIONS[case]
+    records = [parsed_record(n) for n in range(1, 6)]
+    await queue(store, records)
+    upstream = StandIn()
+    upstream.trouble = lambda kind, sessions: None if kind == "probe" else rejection
+    h = build(store, upstream)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(h.drainer.run)
+        first = await upstream.wait_for(lambda c: True)
+        window_end = first.at + 300.0
+        await upstream.wait_for(lambda c: c.at >= window_end)
+        assert h.status.upstream == Upstream.REQUEST_REJECTED
+        window = [c for c in upstream.calls if c.at < window_end]
+        # the start's probe answers, the queue goes out once and is refused; then only the
+        # write that failed, about every 30 s
+        assert [c.kind for c in window[:2]] == ["probe", "upsert"]
+        assert window[1].error is rejection
+        assert {c.kind for c in window[2:]} == {"probe_write"}
+        gaps = [b.at - a.at for a, b in pairwise(window[1:])]
+        assert all(25.0 <= gap <= 35.0 for gap in gaps), gaps
+        assert len(window) >= 9
+        rows = queue_rows(store.path)
+        assert sorted(rows) == sorted(ids(records)), "records stay queued"
+        assert {attempts for attempts, _ in rows.values()} == {0}, (
+            "a rejected request is no refusal"
+        )
+        assert dead_letter_count(store.path) == 0
+
+        upstream.trouble = no_trouble  # the proxy is fixed
+        answered = await upstream.wait_for(lambda c: c.kind == "probe_write" and c.error is None)
+        await upstream.wait_stored(ids(records))
+        assert upstream.of_kind("upsert")[1].at == pytest.approx(answered.at, abs=1e-6)
+        assert h.status.upstream == Upstream.CONNECTED
+        h.drainer.stop()
+    assert queue_rows(store.path) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# timeouts of a batch too big to store in time: halved until it goes, nothing counted
+# ---------------------------------------------------------------------------------------------
+
+
+TIMEOUTS = {
+    "gateway 504": UpstreamError(504, None, "The upstream server is timing out"),
+    "statement timeout 57014": UpstreamError(
+        500, "57014", "canceling statement due to statement timeout"
+    ),
+    "read timeout": UpstreamError(None, None, "timed out", kind="ReadTimeout"),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", sorted(TIMEOUTS))
+async def test_a_batch_that_times_out_is_halved_until_it_is_stored(
+    case: str, store: Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    timeout = TIMEOUTS[case]
+    records = [parsed_record(n) for n in range(1, 17)]
+    await queue(store, records)
+    upstream = StandIn()
+    # the database stores 4 sessions within its statement timeout, not more
+    upstream.trouble = lambda kind, sessions: timeout if len(sessions) > 4 else None
+    h = build(store, upstream, batch_size=16)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(h.drainer.run)
+        await upstream.wait_stored(ids(records))
+        h.drainer.stop()
+    upserts = upstream.of_kind("upsert")
+    assert upserts[0].sessions == tuple(range(1, 17)) and upserts[0].error is timeout
+    # every timeout is followed by a probe, which answers: the batch is the trouble, halved
+    after = [upstream.calls[upstream.calls.index(c) + 1] for c in upserts if c.error is not None]
+    assert {c.kind for c in after} == {"probe"}
+    assert [len(c.sessions) for c in upserts[:3]] == [16, 8, 4]
+    assert all(len(c.sessions) <= 4 for c in upserts if c.error is None)
+    assert upstream.stored == Counter(ids(records)), "each stored once"
+    assert h.status.upstream == Upstream.CONNECTED, "upstream was never down"
+    assert queue_rows(store.path) == {}
+    assert dead_letter_count(store.path) == 0

@@ -102,3 +102,49 @@ def test_a_deleted_row_and_a_restored_old_version() -> None:
         (8, "1021/s8.json", "missing"),
     ]
     assert (found.on_nas, found.in_table, found.missing, found.different) == (3, 3, 1, 1)
+
+
+HOUR = 3600 * 10**9
+# a write: (path, session, hands, the writing PC's clock minus the NAS's)
+writes_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(PATHS),
+        st.integers(1, 3),
+        st.integers(0, 3),
+        st.sampled_from([-HOUR, -1, 0, 0, 10**9, 2 * HOUR, 10**19 - NOW]),
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+def acked_after(writes: list[tuple[str, int, int, int]]) -> list[AckedCopy]:
+    """The NAS after `writes`, as an agent that caught up with it acknowledged it: the NAS's
+    clock (ctime) steps on with every write; each PC's clock says what it likes, often the
+    same mtime twice, sometimes 2300."""
+    files: dict[str, AckedCopy] = {}
+    for n, (path, session, hands, skew) in enumerate(writes):
+        ctime = NOW + n
+        stat = make_stat(100 + hands, ctime + skew, ctime, 1 + n)
+        files[path] = AckedCopy(session, path, hands, stat, f"sha-{n}")
+    return list(files.values())
+
+
+@given(writes=writes_strategy, stop_at=st.integers(0, 20), seed=st.integers())
+def test_two_agents_one_stopped_and_the_table_ends_on_the_nas_winner(
+    writes: list[tuple[str, int, int, int]], stop_at: int, seed: int
+) -> None:
+    """An HA pair: the first agent stops after `stop_at` writes (its table rows are the
+    winners of what it had seen), the second carries on. The second's pass heals the table
+    to the NAS's winners as the oracle above defines them, whatever the first left there;
+    had the first seen every write too, the two would name the same resends."""
+    stopped = acked_after(writes[:stop_at])
+    living = acked_after(writes)
+    random.Random(seed).shuffle(living)  # learned in another order, at other times
+    table: dict[int, str | None] = {s: c.sha256 for s, c in winners(stopped).items()}
+    found = plan("PC01", living, table, set())
+    healed = table | {r.session_id: r.sha256 for r in found.resend}
+    want = winners(living)
+    assert {s: healed[s] for s in want} == {s: c.sha256 for s, c in want.items()}
+    if stop_at >= len(writes):
+        assert plan("PC01", acked_after(writes), table, set()) == found

@@ -10,7 +10,9 @@ keeps it in flight. After every look the reports are checked against a plain mod
 - a change that touches its directory (a new file, a replacement by rename) and a deletion are
   found by the next full poll;
 - a rewrite in place is found at the next hot tick if the file is hot, and within one sweep
-  (SWEEP_POLLS full polls, plus one for the round in progress) in any case;
+  in any case: the agent's own slice (`ScanTiming.sweep_slice`) must stat every file within
+  FULL_SWEEP_INTERVAL and at least 32 files a poll, so `sweep_polls_bound` polls (written
+  from those two promises, not from the code), plus one for the round in progress;
 - a file sent back as unsettled is reported again only after its stat has held for SETTLE
   seconds, and then at the first look.
 
@@ -27,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -41,17 +43,28 @@ from hypothesis.stateful import (
 )
 
 from trio_gfxsync.intake.folder_index import RACY_SECONDS, FolderIndex, Observation
-from trio_gfxsync.intake.scanner import compile_pattern
+from trio_gfxsync.intake.scanner import ScanTiming, compile_pattern
 from trio_gfxsync.intake.tracker import FileTracker
 from trio_gfxsync.records import Stat, make_stat, stat_fields
 
 PATTERN = compile_pattern("*.json")
 SETTLE = 2.0
 SWEEP_POLLS = 3
+POLL_INTERVAL = 2.0
+MIN_FILES_A_POLL = 32  # the README's "a small folder is swept in a few polls", as a figure
 names = st.text(alphabet="abcdefgh =0123456789", min_size=1, max_size=8).map(
     lambda s: f"GameID={s.strip() or 'x'}.json"
 )
 folders = st.sampled_from(["", "1016/", "1017/", "1017/late/"])
+
+
+def sweep_polls_bound(files: int, timing: ScanTiming) -> int:
+    """The most polls a file may wait for its sweep stat, from the promises alone: every file
+    once per FULL_SWEEP_INTERVAL (that many poll intervals), and at least MIN_FILES_A_POLL
+    files a poll (a folder of 32 files is swept at every poll)."""
+    by_interval = math.ceil(timing.full_sweep_interval / timing.poll_interval)
+    by_minimum = math.ceil(files / MIN_FILES_A_POLL)
+    return max(1, min(by_interval, by_minimum))
 
 
 def disk_stat(path: Path) -> Stat:
@@ -89,6 +102,8 @@ class ScannerMachine(RuleBasedStateMachine):
         # changes not reported yet: rel -> ("listed" | "in_place", full polls since)
         self.pending: dict[str, tuple[str, int]] = {}
         self.folder_mtimes: dict[str, int] = {}  # at the last full poll
+        self.timing = ScanTiming(poll_interval=POLL_INTERVAL)
+        self.most_files = 0  # the largest folder the sweep has had to cover
 
     def teardown(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -118,10 +133,17 @@ class ScannerMachine(RuleBasedStateMachine):
         target=files,
         existing=st.lists(st.tuples(folders, names, st.integers(0, 300)), max_size=8),
         walk_now=st.booleans(),
+        # a sweep of 2 and 3 polls, and the default 300: the 32-file minimum must carry it
+        full_sweep_interval=st.sampled_from([4.0, 6.0, 600.0]),
     )
-    def files_before_the_start(self, existing: list[tuple[str, str, int]], walk_now: bool):
+    def files_before_the_start(
+        self, existing: list[tuple[str, str, int]], walk_now: bool, full_sweep_interval: float
+    ):
         """A NAS that already holds files, acknowledged by an earlier run: none of them is hot
         but the newest, so the listings and the sweep must find what happens to them."""
+        self.timing = ScanTiming(
+            poll_interval=POLL_INTERVAL, full_sweep_interval=full_sweep_interval
+        )
         rels = [self._write(folder + name, b"x" * size) for folder, name, size in existing]
         if walk_now:
             self.first_walk()
@@ -219,7 +241,8 @@ class ScannerMachine(RuleBasedStateMachine):
     @rule(count=st.integers(1, SWEEP_POLLS + 1))
     def full_polls(self, count: int) -> None:
         for _ in range(count):
-            slice_ = math.ceil(len(self.index.files) / SWEEP_POLLS)
+            self.most_files = max(self.most_files, len(self.index.files), len(self.stat))
+            slice_ = self.timing.sweep_slice(len(self.index.files))
             obs = self._poll(full=True, sweep_slice=slice_)
             self.polls += 1
             self._check(obs, tick="full")
@@ -289,8 +312,9 @@ class ScannerMachine(RuleBasedStateMachine):
             due = tick == "walk" or (tick == "full" and kind == "listed")
             if tick == "hot" and kind == "in_place" and rel in self.hot:
                 due = True
-            if tick == "full" and polls + 1 >= SWEEP_POLLS + 1:
-                due = True  # one sweep: SWEEP_POLLS polls, plus the round in progress
+            sweep = sweep_polls_bound(self.most_files, self.timing)
+            if tick == "full" and polls + 1 >= sweep + 1:
+                due = True  # one sweep, plus the round in progress
             assert not due, f"{rel} ({kind}, {polls} polls) changed but was not reported ({tick})"
             if tick == "full":
                 self.pending[rel] = (kind, polls + 1)
@@ -419,3 +443,38 @@ def test_a_pc_folder_replaced_between_polls_is_read_afresh_and_no_descriptor_is_
     for _ in range(50):
         assert not index.poll(hot=["1016/GameID=2.json"], sweep_slice=10).changed
     assert len(os.listdir("/proc/self/fd")) == open_fds
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    files=st.integers(1, 240),
+    # polls per sweep: 1, 2, 3, 4.5 and the default 300 (where the 32-file minimum carries it)
+    full_sweep_interval=st.sampled_from([2.0, 4.0, 6.0, 9.0, 600.0]),
+    which=st.integers(0, 10**6),
+    polls_before=st.integers(0, 12),
+)
+def test_the_agents_sweep_slice_reaches_every_file_within_its_bound(
+    files: int, full_sweep_interval: float, which: int, polls_before: int
+) -> None:
+    """The slice the scanner asks for (`ScanTiming.sweep_slice`, not one of the test's own)
+    reaches a cold file rewritten in place (only its stat tells) within the sweep: once per
+    FULL_SWEEP_INTERVAL, and within a few polls in a folder of 32 files or so."""
+    timing = ScanTiming(poll_interval=POLL_INTERVAL, full_sweep_interval=full_sweep_interval)
+    with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
+        root = Path(folder)
+        rels = [f"10{16 + n % 4}/GameID={n}.json" for n in range(files)]
+        for rel in rels:
+            (root / rel).parent.mkdir(exist_ok=True)
+            (root / rel).write_bytes(b"{}")
+        index = FolderIndex(root, PATTERN, wall_clock=lambda: time.time() + RACY_SECONDS + 60)
+        index.walk()
+        for _ in range(polls_before):  # the rewrite falls anywhere in a round
+            index.poll(hot=[], sweep_slice=timing.sweep_slice(len(index.files)))
+        target = rels[which % files]
+        (root / target).write_bytes(b"[1]")  # in place: its folder's listing does not change
+        bound = sweep_polls_bound(files, timing) + 1  # plus the round in progress
+        for _ in range(bound):
+            obs = index.poll(hot=[], sweep_slice=timing.sweep_slice(len(index.files)))
+            if target in obs.seen and obs.seen[target].changed:
+                return
+        raise AssertionError(f"{target} of {files} files not swept within {bound} polls")

@@ -6,6 +6,7 @@ Counters and gauges are read from `AgentStatus` when scraped, so they can never 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from .alerts import ALERT_NAMES
 from .histogram import Histogram
+from .pc_state import PC_STATES, is_up
 from .status import AgentStatus
 from .upstream import Upstream
 
@@ -84,10 +86,22 @@ def status_families(s: AgentStatus, now: float | None = None) -> Iterator[Metric
         "1 when Supabase accepts uploads",
         value=1 if s.upstream == Upstream.CONNECTED else 0,
     )
-    pcs_up = GaugeMetricFamily("gfxsync_pc_up", "1 when the PC folder is scanned", labels=["pc"])
-    for pc_id, pc_status in sorted(s.pcs.items()):
-        pcs_up.add_metric([pc_id], 1 if pc_status.state == "running" else 0)
+    pcs_up = GaugeMetricFamily(
+        "gfxsync_pc_up", "1 while the PC folder is scanned (state running)", labels=["pc"]
+    )
+    pcs_state = GaugeMetricFamily(
+        "gfxsync_pc_state",
+        f"1 for the PC's state ({' < '.join(PC_STATES)}), 0 for the others",
+        labels=["pc", "state"],
+    )
+    for pc_id in sorted(s.pcs):
+        # without a clock (a scrape outside trio) a scan cannot be told stale
+        state = s.pc_state(pc_id, now if now is not None else -math.inf)
+        pcs_up.add_metric([pc_id], 1 if is_up(state) else 0)
+        for word in PC_STATES:
+            pcs_state.add_metric([pc_id, word], 1 if word == state else 0)
     yield pcs_up
+    yield pcs_state
     waiting = GaugeMetricFamily(
         "gfxsync_files_waiting", "Changes seen and not acknowledged yet", labels=["pc"]
     )

@@ -16,8 +16,17 @@ from typing import Protocol
 from ..state.rows import DeadLetter, QueueCounts
 from .activity import Activity
 from .alerts import Alert
-from .health import Health, HealthInputs, PcHealth, assess
+from .health import (
+    DISK_FULL,
+    QUEUE_DB_LOCKED,
+    Health,
+    HealthInputs,
+    NothingWatched,
+    PcHealth,
+    assess,
+)
 from .histogram import Histogram, LabelledHistogram
+from .pc_state import RUNNING, pc_state
 from .sync_event_buffer import SyncEventBuffer
 from .upstream import Upstream
 
@@ -99,9 +108,9 @@ class PcStatus:
     watch_path: str
     name: str | None = None  # from the registry, for display
     description: str | None = None
-    state: str = "starting"  # starting | running | error
+    state: str = "starting"  # the scanner's: starting | running | error (`shown` is the word)
     reason: str | None = None
-    missing: bool = False  # the watch folder does not exist (an alert of its own)
+    missing: bool = False  # the watch folder does not exist: `missing` (an alert of its own)
     scan: ScanStats = field(default_factory=ScanStats)
     last_sync: float | None = None
     last_error: str | None = None
@@ -117,18 +126,32 @@ class PcStatus:
     def stale_for(self, poll_interval: float, now: float) -> float | None:
         """Seconds since the last complete poll, when overdue (a hung SMB mount raises nothing).
         `now` is the trio clock, as `last_scan_at`."""
-        if self.state != "running" or self.scan.last_scan_at is None:
+        if self.state != RUNNING or self.scan.last_scan_at is None:
             return None
         age = now - self.scan.last_scan_at
         return age if age > max(STALE_MIN, STALE_POLLS * poll_interval) else None
+
+    def shown(self, poll_interval: float, now: float) -> str:
+        """The PC's state in the one vocabulary (observe/pc_state.py)."""
+        return pc_state(
+            self.state,
+            missing=self.missing,
+            stale=self.stale_for(poll_interval, now) is not None,
+            hung=self.read_hung is not None,
+        )
 
 
 @dataclass
 class AgentStatus:
     started_at: float = field(default_factory=time.time)
     pcs: dict[str, PcStatus] = field(default_factory=dict)
-    registry_source: str | None = None
+    registry_source: str | None = None  # "file", "kept" (the stored one) or "discovered"
     registry_error: str | None = None
+    registry_missing: str | None = None  # the file is gone, the stored one is in force
+    # no PC to watch, as the registry watcher found it; /health says so from `watch_settled_at`
+    # (trio clock: the first registry read and scan done, and 2 x poll + 5 s after the start)
+    nothing_watched: NothingWatched | None = None
+    watch_settled_at: float | None = None
     upstream: Upstream = Upstream.UNKNOWN
     upstream_reason: str | None = None
     last_sync: float | None = None
@@ -208,18 +231,24 @@ class AgentStatus:
         self.queue_counts = counts
         self.queue_full = full
 
+    def pc_state(self, pc_id: str, now: float) -> str:
+        """`now`: the trio clock."""
+        return self.pcs[pc_id].shown(self.poll_interval, now)
+
     def health_inputs(self, now: float) -> HealthInputs:
+        settled = self.watch_settled_at is not None and now >= self.watch_settled_at
+        problem = self.store_problem
         return HealthInputs(
             upstream=self.upstream,
             upstream_reason=self.upstream_reason,
             pending=self.queue_counts.pending,
-            store_problem=self.store_problem,
+            store_problem=problem,
             failure=self.failure,
             registry_error=self.registry_error,
             pcs=tuple(
                 PcHealth(
                     pc_id,
-                    pc.state,
+                    pc.shown(self.poll_interval, now),
                     pc.reason,
                     pc.stale_for(self.poll_interval, now),
                     tuple(sorted(pc.scan.problems)),
@@ -237,6 +266,13 @@ class AgentStatus:
                 None
                 if self.queue_counts.oldest_pending_at is None
                 else max(0.0, time.time() - self.queue_counts.oldest_pending_at)
+            ),
+            registry_missing=self.registry_missing,
+            nothing_watched=self.nothing_watched if settled else None,
+            store_problem_code=(
+                QUEUE_DB_LOCKED
+                if problem is not None and problem.startswith("queue database locked")
+                else DISK_FULL
             ),
         )
 

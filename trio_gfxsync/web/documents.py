@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import __version__
 from ..observe.activity import iso
+from ..observe.pc_state import ERROR, MISSING
 from ..observe.status import AgentStatus
 from ..settings import Settings
 
@@ -31,7 +32,8 @@ def health_document(status: AgentStatus, now: float) -> tuple[dict[str, Any], in
     """`now`: the trio clock."""
     health = status.health(now)
     watcher = "running"
-    if any(pc.state == "error" for pc in status.pcs.values()) or status.registry_error:
+    states = {status.pc_state(pc_id, now) for pc_id in status.pcs}
+    if states & {ERROR, MISSING} or status.registry_error or status.registry_missing:
         watcher = "degraded"
     if status.shutting_down:
         watcher = "stopped"
@@ -39,6 +41,7 @@ def health_document(status: AgentStatus, now: float) -> tuple[dict[str, Any], in
         "status": health.status,
         "uptime_seconds": int(status.uptime()),
         "reasons": list(health.reasons),
+        "reason_codes": list(health.reason_codes),
         "components": {
             "watcher": watcher,
             "supabase": status.upstream,
@@ -62,6 +65,7 @@ def status_document(status: AgentStatus, settings: Settings, now: float) -> dict
     return {
         "status": health.status,
         "reasons": list(health.reasons),
+        "reason_codes": list(health.reason_codes),
         "uptime_seconds": int(status.uptime()),
         "version": __version__,
         "now": iso(datetime.now(UTC).timestamp()),
@@ -86,7 +90,7 @@ def status_document(status: AgentStatus, settings: Settings, now: float) -> dict
                 "name": pc.name,
                 "description": pc.description,
                 "watch_path": pc.watch_path,
-                "state": pc.state,
+                "state": status.pc_state(pc_id, now),
                 "reason": pc.reason,
                 "read_hung": pc.read_hung,
                 "files_tracked": pc.scan.files,
@@ -122,6 +126,8 @@ def status_document(status: AgentStatus, settings: Settings, now: float) -> dict
 
 
 def fingerprint(status: AgentStatus) -> tuple[object, ...]:
+    """What, when it changes, is worth a new SSE event at once (a scan turning stale shows
+    with the next heartbeat)."""
     return (
         status.activity.version,
         status.upstream,
@@ -129,9 +135,11 @@ def fingerprint(status: AgentStatus) -> tuple[object, ...]:
         status.batch_pending,
         tuple(a.name for a in status.alerts),
         tuple(
-            (k, p.state, p.read_hung, p.scan.files, p.scan.backlog, p.scan.waiting)
+            (k, p.state, p.missing, p.read_hung, p.scan.files, p.scan.backlog, p.scan.waiting)
             for k, p in status.pcs.items()
         ),
         tuple(sorted(status.sessions_synced.items())),
         status.shutting_down,
+        status.registry_source,
+        status.registry_missing,
     )

@@ -183,7 +183,15 @@
   };
 
   const STATUS_TONE = { healthy: "good", degraded: "warn", unhealthy: "bad" };
-  const PC_STATE_TONE = { running: "good", starting: "muted", error: "bad" };
+  // observe/pc_state.py: starting < running < stale < hung < missing < error
+  const PC_STATE_TONE = {
+    starting: "muted",
+    running: "good",
+    stale: "warn",
+    hung: "warn",
+    missing: "bad",
+    error: "bad",
+  };
   const EVENT_TONE = {
     created: "info",
     modified: "info",
