@@ -19,7 +19,7 @@ from trio_gfxsync.delivery.gate import UpstreamGate
 from trio_gfxsync.errors import UpstreamError
 from trio_gfxsync.logs import register_secret
 from trio_gfxsync.observe.alerts import Alert
-from trio_gfxsync.observe.fleet_report import AgentIdentity, agent_row, pc_state
+from trio_gfxsync.observe.fleet_report import AgentIdentity, agent_row
 from trio_gfxsync.observe.heartbeat import AGENT_ID_FILE, Heartbeat, load_agent_id
 from trio_gfxsync.observe.status import AgentStatus, LiveHand, PcStatus, next_live_hand
 from trio_gfxsync.observe.upstream import Upstream
@@ -149,21 +149,27 @@ def test_reasons_and_alerts_go_through_the_one_redaction() -> None:
     assert row["status"] == "degraded" and row["reasons"]
 
 
-def test_pc_states_in_the_fleets_words() -> None:
-    def state(**changes: object) -> str:
-        pc = PcStatus("PC01", "PC01", state="running")
+def test_pc_states_and_reason_codes_are_the_agents_own() -> None:
+    """The one vocabulary (observe/pc_state.py), as /api/status says it, and /health's codes."""
+    status = AgentStatus()
+    for pc_id, changes in {
+        "PC01": {},
+        "PC02": {"state": "error", "reason": "permission denied"},
+        "PC03": {"state": "error", "missing": True},
+        "PC04": {"read_hung": "a read hangs"},
+    }.items():
+        pc = PcStatus(pc_id, pc_id, state="running")
+        pc.scan.last_scan_at = 99.0
         for name, value in changes.items():
             setattr(pc, name, value)
-        return pc_state(pc, poll_interval=1.0, now=100.0)
-
-    assert state() == "running"
-    assert state(state="starting") == "starting"
-    assert state(state="error") == "error"
-    assert state(missing=True, state="error") == "missing"
-    assert state(read_hung="a read hangs") == "hung"
-    pc = PcStatus("PC01", "PC01", state="running")
-    pc.scan.last_scan_at = 0.0
-    assert pc_state(pc, poll_interval=1.0, now=100.0) == "stale"
+        status.pcs[pc_id] = pc
+    row = agent_row(identity(), status, now=100.0)
+    states = {p["id"]: p["state"] for p in row["pcs"]}
+    assert states == {pc_id: status.pc_state(pc_id, 100.0) for pc_id in status.pcs}
+    assert states == {"PC01": "running", "PC02": "error", "PC03": "missing", "PC04": "hung"}
+    health = status.health(100.0)
+    assert row["reason_codes"] == list(health.reason_codes) and row["reason_codes"]
+    assert len(row["reason_codes"]) == len(row["reasons"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from typing import Any
 
 from ..logs import scrub
 from .activity import iso
-from .health import Health
 from .status import AgentStatus, PcStatus
 
 
@@ -25,26 +24,6 @@ class AgentIdentity:
     heartbeat_interval: float
 
 
-def pc_state(pc: PcStatus, poll_interval: float, now: float) -> str:
-    """One word per PC, in the fleet's order starting < running < stale < hung < missing <
-    error. The one place that reads it: the /health issue's PC states replace this body."""
-    if pc.missing:
-        return "missing"
-    if pc.state == "error":
-        return "error"
-    if pc.read_hung:
-        return "hung"
-    if pc.stale_for(poll_interval, now) is not None:
-        return "stale"
-    return pc.state
-
-
-def reason_codes(health: Health) -> list[str]:
-    """The health result's machine-readable reasons, once it has them (the /health issue)."""
-    codes = getattr(health, "reason_codes", ())
-    return [str(code) for code in codes]
-
-
 def _text(value: str | None, limit: int = 500) -> str | None:
     return None if value is None else scrub(value)[:limit]
 
@@ -54,7 +33,7 @@ def pc_report(pc_id: str, pc: PcStatus, poll_interval: float, now: float) -> dic
     age = hand.age(now) if hand is not None else None
     return {
         "id": pc_id,
-        "state": pc_state(pc, poll_interval, now),
+        "state": pc.shown(poll_interval, now),
         "reason": _text(pc.reason or pc.read_hung),
         "sync_lag_s": round(pc.scan.sync_lag(now), 1),
         "files_waiting": pc.scan.waiting,
@@ -80,7 +59,7 @@ def agent_row(identity: AgentIdentity, status: AgentStatus, now: float) -> dict[
         "heartbeat_interval_s": identity.heartbeat_interval,
         "status": health.status,
         "reasons": [_text(r) for r in health.reasons],
-        "reason_codes": reason_codes(health),
+        "reason_codes": list(health.reason_codes),
         "queue": {
             "pending": counts.pending,
             "dead_letters": counts.dead_letters,
