@@ -639,6 +639,9 @@ def test_policies_compare_topics_without_like_and_let_no_client_broadcast(
         "anon": ["gfx_access"],
         "authenticated": [
             "gfx_access",
+            # the fleet view's state from last_seen (20261205130000_gfx_fleet.sql): a pure
+            # function of its arguments and the clock
+            "gfx_fleet_state",
             "gfx_hands_latest",
             "gfx_hands_tables",
             "gfx_recent_showdowns",

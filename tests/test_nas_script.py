@@ -838,6 +838,10 @@ def test_first_deploy_without_env_writes_it_builds_nothing_and_says_what_to_fill
     expected = re.sub(r"(?m)^NAS_PATH=.*$", "NAS_PATH=/volume1/pokergfx", nas.example())
     expected = re.sub(r"(?m)^APP_UID=.*$", f"APP_UID={uid}", expected)
     expected = re.sub(r"(?m)^APP_GID=.*$", f"APP_GID={gid}", expected)
+    # the NAS's name as the venue (the fake NAS is this machine)
+    expected = re.sub(
+        r"(?m)^#* *GFX_SYNC_VENUE=.*$", f"GFX_SYNC_VENUE={os.uname().nodename}", expected
+    )
     assert env.read_text() == expected
     assert f"APP_UID={uid} (the owner of /volume1/pokergfx)" in run.out
     # the lines still to fill in, each with its comment from the example, and nothing else
