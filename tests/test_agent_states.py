@@ -11,6 +11,7 @@ which feeds the dashboard's list.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import shutil
@@ -165,11 +166,9 @@ def test_a_schema_mismatch_queues_everything_unhealthy_then_resumes_once_fixed(
     queue = tmp_path / "queue"
     mismatch = threading.Event()
     mismatch.set()
-    refused_writes: list[int] = []  # rows in each write answered PGRST204 (the probe: 0)
 
     def fault(request: infra.GatewayRequest) -> infra.FaultAnswer | None:
         if mismatch.is_set() and is_upsert(request):
-            refused_writes.append(len(rows_of(request)))
             return json_answer(400, PGRST204)  # a column the migration adds is missing
         return None
 
@@ -189,15 +188,29 @@ def test_a_schema_mismatch_queues_everything_unhealthy_then_resumes_once_fixed(
         assert figures["refused"] == 0 and figures["quarantined"] == 0, "never dead-lettered"
         assert figures["files"] == 8, "queued counts as acknowledged"
         assert queued_attempts(queue) == [0] * 8, "a pause is no refusal"
-        assert sum(refused_writes) >= 1
 
         mismatch.clear()  # the operator applied the migration
         wait_until_equal(nas, clean_db.dsn, timeout=60)  # the 30 s re-probe, then the drain
         wait_for(lambda: queue_figures(queue)["pending"] == 0, 15, "an empty queue")
         assert sorted(upserts.stored_keys()) == sorted(nas_keys(sessions, nas))
-        assert fresh_gateway.count("POST", "/gfx_sessions", 400) == len(refused_writes)
         assert wait_health(agent, "healthy", 15)[0] == 200
     assert queue_figures(queue)["refused"] == 0
+    # What the paused agent sent, measured at the gateway: from the write that met the
+    # mismatch to the first write stored, only empty upserts (the probe), none of them sooner
+    # than 25 s (PAUSED_PROBE, "about every 30 s") after the one before.
+    records = sorted(fresh_gateway.records, key=lambda r: r.arrived)
+    refused = [r for r in records if r.status == 400 and r.path == "/gfx_sessions"]
+    assert refused and refused[0].body_size > len(b"[]"), "the first refusal carried rows"
+    paused_at = refused[0].arrived
+    fixed_at = next(r.arrived for r in records if r.method == "POST" and 200 <= r.status < 300)
+    while_paused = [r for r in records if paused_at < r.arrived <= fixed_at]
+    assert while_paused, "no probe while paused"
+    assert all(r.method == "POST" and r.body_size == len(b"[]") for r in while_paused), [
+        (r.method, r.path, r.status, r.body_size) for r in while_paused
+    ]
+    times = [paused_at] + [r.arrived for r in while_paused]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 25.0, f"paused probes {gaps} s apart (about 30 s expected)"
 
 
 def test_a_split_answer_splits_the_batch_stores_all_and_logs_an_error(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,13 +146,15 @@ def test_odd_names_and_timestamps_affect_only_their_file(
 def test_a_day_long_retry_after_is_capped(
     tmp_path: Path, env_for: dict[str, str], clean_db: infra.Database, fresh_gateway: infra.Gateway
 ) -> None:
+    """Measured at the gateway: after a 429 asking for a day, no request arrives for the
+    capped 3 s (GFX_SYNC_MAX_RETRY_AFTER), and then the sessions are stored."""
     nas = tmp_path / "nas"
     build_nas(nas, pcs=1, sessions_per_pc=4, seed=12)
-    answered = []
+    limited = threading.Event()
 
     def fault(request: infra.GatewayRequest) -> infra.FaultAnswer | None:
-        if request.method == "POST" and request.path == "/gfx_sessions" and not answered:
-            answered.append(time.monotonic())
+        if request.method == "POST" and request.path == "/gfx_sessions" and not limited.is_set():
+            limited.set()
             body = orjson.dumps({"message": "Too Many Requests"})
             return 429, {"retry-after": "86400", "content-type": "application/json"}, body
         return None
@@ -162,8 +165,16 @@ def test_a_day_long_retry_after_is_capped(
         took = wait_until_equal(nas, clean_db.dsn, timeout=30)
         capped = agent.wait_event("retry_after_capped")
         assert (capped["asked"], capped["honoured"]) == (86400.0, 3.0)
-        print(f"Retry-After 86400 capped at 3 s: table equal to the NAS after {took:.2f}s")
-    assert len(answered) == 1
+    records = fresh_gateway.records
+    assert [r.status for r in records].count(429) == 1, records
+    limited_at = next(r.arrived for r in records if r.status == 429)
+    after = [r.arrived for r in records if r.arrived > limited_at]
+    assert after, "nothing was sent after the 429"
+    waited = min(after) - limited_at
+    assert waited >= 3.0, f"a request {waited:.2f}s after a 429 capped at 3 s: {records}"
+    print(
+        f"Retry-After 86400 capped at 3 s: next request after {waited:.2f}s, equal at {took:.2f}s"
+    )
 
 
 def test_an_idle_agent_notices_an_outage(
