@@ -6,6 +6,7 @@ requests, an outage an idle agent did not see, a quarantined file behind a `heal
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -22,7 +23,7 @@ from tests.support import infra
 from tests.support.agent import agent_env, running_agent
 from tests.support.tree import build_nas, make_session, write_session
 from tests.support.truth import mismatches
-from tests.support.waits import queue_figures, wait_for, wait_until_equal
+from tests.support.waits import dead_letters, queue_figures, wait_for, wait_until_equal
 
 pytestmark = pytest.mark.e2e
 
@@ -141,6 +142,62 @@ def test_odd_names_and_timestamps_affect_only_their_file(
     with running_agent(env_for, tmp_path / "agent.log") as agent:
         scanned = agent.wait_event("pc_scanned", pc_id="PC01")
         assert scanned["backlog"] == 0
+
+
+def test_an_acknowledged_file_replaced_by_a_fifo_is_quarantined_and_hangs_nothing(
+    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    """A FIFO that takes the place of an acknowledged session file reaches the reader: a hot
+    file's stat (every hot tick) sees a new inode before the folder is listed again. The
+    reader opens it without blocking and quarantines it as not a regular file, and the PC's
+    next read (a rewrite of the other file) is not held behind it."""
+    nas = tmp_path / "nas"
+    queue = tmp_path / "queue"
+    day = nas / "PC01" / "1016"
+    kept, replaced = make_session(1, 2, random.Random(1)), make_session(2, 2, random.Random(2))
+    for session in (kept, replaced):
+        write_session(day / session.file_name, session)
+    env = agent_env(
+        nas=nas,
+        queue=queue,
+        gateway_url=fresh_gateway.url,
+        key=fresh_gateway.key,
+        poll_interval=30,  # folders listed again only at start: the hot tick meets the FIFO
+        hot_poll_interval=0.2,
+        nas_read_timeout=300,  # a read blocked on the FIFO would hold the PC for the test
+        log_level="INFO",
+    )
+    fifo = day / replaced.file_name
+    rel = f"1016/{replaced.file_name}"
+    try:
+        with running_agent(env, tmp_path / "agent.log"):
+            wait_until_equal(nas, clean_db.dsn, timeout=30)  # both acknowledged
+            fifo.unlink()
+            os.mkfifo(fifo)
+            quarantined = wait_for(
+                lambda: [d for d in dead_letters(queue) if d["rel_path"] == rel],
+                20,
+                "the FIFO quarantined",
+            )
+            assert [(d["kind"], d["reason"]) for d in quarantined] == [
+                ("quarantine", "not_a_regular_file")
+            ], quarantined
+            # the PC's reads go on: a rewrite of the other file reaches the table
+            kept.hands.append(dict(kept.hands[-1], HandNum=3))
+            write_session(day / kept.file_name, kept)
+            wait_for(
+                lambda: hand_count(clean_db.dsn, kept.session_id) == 3, 20, "the rewrite stored"
+            )
+    finally:
+        with contextlib.suppress(OSError):  # a reader blocked in open(): let it go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def hand_count(dsn: str, session_id: int) -> int | None:
+    rows = infra.query(
+        dsn, "select hand_count from gfx_sessions where session_id = %s", (session_id,)
+    )
+    return rows[0]["hand_count"] if rows else None
 
 
 def test_a_day_long_retry_after_is_capped(
