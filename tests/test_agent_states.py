@@ -19,6 +19,7 @@ import sqlite3
 import sys
 import tempfile
 import threading
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,6 +212,56 @@ def test_a_schema_mismatch_queues_everything_unhealthy_then_resumes_once_fixed(
     times = [paused_at] + [r.arrived for r in while_paused]
     gaps = [round(b - a, 2) for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 25.0, f"paused probes {gaps} s apart (about 30 s expected)"
+
+
+PGRST106 = {
+    "code": "PGRST106",
+    "details": None,
+    "hint": None,
+    "message": "The schema must be one of the following: public, graphql_public",
+}
+
+
+def test_any_other_4xx_about_the_request_pauses_uploading_until_fixed(
+    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    """A 4xx about the request rather than the records (406 PGRST106, a proxy or schema
+    setting): nothing is dead-lettered, uploading pauses (`request_rejected`, unhealthy), and
+    the records wait in the queue until the operator has fixed it."""
+    nas = tmp_path / "nas"
+    build_nas(nas, pcs=1, sessions_per_pc=4, seed=17)
+    queue = tmp_path / "queue"
+    rejecting = threading.Event()
+    rejecting.set()
+
+    def fault(request: infra.GatewayRequest) -> infra.FaultAnswer | None:
+        if rejecting.is_set() and is_upsert(request):
+            return json_answer(406, PGRST106)
+        return None
+
+    fresh_gateway.fault = fault
+    env = agent_env(
+        nas=nas, queue=queue, gateway_url=fresh_gateway.url, key=fresh_gateway.key, linger=0.5
+    )
+    with running_agent(env, tmp_path / "agent.log") as agent:
+        wait_for(lambda: queue_figures(queue)["pending"] == 4, 30, "every session queued")
+        code, doc = wait_health(agent, "unhealthy", 20)
+        assert code == 503
+        assert doc["components"]["supabase"] == "request_rejected", doc
+        assert any("PGRST106" in r for r in doc["reasons"]), doc
+        first = min(r.arrived for r in fresh_gateway.records if r.status == 406)
+        time.sleep(3)  # watched for three seconds at least: nothing more is tried
+        after = [r for r in fresh_gateway.records if r.arrived > first and r.method == "POST"]
+        assert after == [], after
+        assert table_rows(clean_db.dsn) == {}
+        figures = queue_figures(queue)
+        assert (figures["refused"], figures["quarantined"]) == (0, 0), "never dead-lettered"
+        assert queued_attempts(queue) == [0] * 4, "a pause is no refusal"
+    rejecting.clear()  # the operator fixed the setting and restarts the agent
+    with running_agent(env, tmp_path / "agent.log"):
+        wait_until_equal(nas, clean_db.dsn, timeout=30)
+        wait_for(lambda: queue_figures(queue)["pending"] == 0, 15, "an empty queue")
+    assert queue_figures(queue)["refused"] == 0
 
 
 def test_a_split_answer_splits_the_batch_stores_all_and_logs_an_error(

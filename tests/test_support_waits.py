@@ -36,5 +36,6 @@ def test_read_until_returns_the_match_and_leaves_the_rest_to_read() -> None:
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     match = read_until(proc, r"port (\d+)", 30)
     assert match.group(1) == "4711"
-    out, _ = proc.communicate(timeout=30)
-    assert out == "after\n"
+    assert proc.stdout is not None
+    assert proc.stdout.read() == "after\n"
+    assert proc.wait(30) == 0
