@@ -138,6 +138,15 @@ def queued_attempts(queue: Path) -> list[int]:
         conn.close()
 
 
+def queued_bytes(queue: Path) -> int:
+    """The bytes of the records in the offline queue, as the queue counts them."""
+    conn = sqlite3.connect(f"file:{queue / 'pending.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(conn.execute("SELECT coalesce(sum(nbytes), 0) FROM pending_sync").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def new_session(folder: Path, index: int, hands: int = 2, session_id: int | None = None) -> Any:
     """A new export in `folder` (its name from its session id); returns the Session."""
     session = make_session(index, hands, random.Random(index))
@@ -454,27 +463,38 @@ def test_nas_system_folders_are_never_scanned(
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("full_at", ["max_queue_size", "max_queue_bytes"])
 def test_a_full_offline_queue_is_unhealthy_and_everything_drains_after_the_blackout(
-    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway, full_at: str
 ) -> None:
+    """At MAX_QUEUE_SIZE (3 sessions) or MAX_QUEUE_BYTES (1 MiB, of sessions of up to 150
+    hands: a few MiB on the NAS) intake waits, and nothing is dropped: the table ends equal to
+    the NAS."""
     nas = tmp_path / "nas"
-    build_nas(nas, pcs=2, sessions_per_pc=6, seed=15)
+    by_bytes = full_at == "max_queue_bytes"
+    sessions = build_nas(nas, pcs=2, sessions_per_pc=6, seed=15, max_hands=150 if by_bytes else 4)
     queue = tmp_path / "queue"
     fresh_gateway.blackout = True  # Supabase unreachable from the start
+    limit = {"max_queue_bytes": 2**20} if by_bytes else {"max_queue_size": 3}
     env = agent_env(
         nas=nas,
         queue=queue,
         gateway_url=fresh_gateway.url,
         key=fresh_gateway.key,
-        max_queue_size=3,
         batch_size=2,
+        **limit,
     )
     with running_agent(env, tmp_path / "agent.log") as agent:
         code, doc = wait_health(agent, "unhealthy", 30, reason="offline queue full")
         assert code == 503
         assert any(r.startswith("supabase unreachable") for r in doc["reasons"])
         figures = queue_figures(queue)
-        assert 3 <= figures["pending"] < 12, "intake paused: the rest waits on the NAS"
+        assert figures["pending"] < len(sessions), "intake paused: the rest waits on the NAS"
+        if by_bytes:
+            assert sum(p.stat().st_size for p in sessions) > 2 * 2**20
+            assert queued_bytes(queue) >= 2**20, "full by its bytes"
+        else:
+            assert figures["pending"] >= 3
         assert figures["refused"] == 0
         assert set(queued_attempts(queue)) == {0}, "an outage is no refusal"
         assert table_rows(clean_db.dsn) == {}

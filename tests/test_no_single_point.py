@@ -220,15 +220,15 @@ def test_a_day_long_retry_after_is_capped(
     env = {**env_for, "GFX_SYNC_MAX_RETRY_AFTER": "3"}
     with running_agent(env, tmp_path / "agent.log") as agent:
         took = wait_until_equal(nas, clean_db.dsn, timeout=30)
+        records = fresh_gateway.records
+        assert [r.status for r in records].count(429) == 1, records
+        limited_at = next(r.arrived for r in records if r.status == 429)
+        after = [r.arrived for r in records if r.arrived > limited_at]
+        assert after, "nothing was sent after the 429"
+        waited = min(after) - limited_at
+        assert waited >= 3.0, f"a request {waited:.2f}s after a 429 capped at 3 s: {records}"
         capped = agent.wait_event("retry_after_capped")
         assert (capped["asked"], capped["honoured"]) == (86400.0, 3.0)
-    records = fresh_gateway.records
-    assert [r.status for r in records].count(429) == 1, records
-    limited_at = next(r.arrived for r in records if r.status == 429)
-    after = [r.arrived for r in records if r.arrived > limited_at]
-    assert after, "nothing was sent after the 429"
-    waited = min(after) - limited_at
-    assert waited >= 3.0, f"a request {waited:.2f}s after a 429 capped at 3 s: {records}"
     print(
         f"Retry-After 86400 capped at 3 s: next request after {waited:.2f}s, equal at {took:.2f}s"
     )
