@@ -97,7 +97,6 @@ def test_demo_survives_a_double_ctrl_c(tmp_path: Path) -> None:
         code, out = stop(proc, signal.SIGINT, signal.SIGINT)
     assert code == 0, out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
-    assert "demo: stopped" in out, out  # it ended its own way, not killed on the way out
     assert not listening(port)
 
 
