@@ -10,6 +10,7 @@ which feeds the dashboard's list.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import os
@@ -467,12 +468,21 @@ def test_nas_system_folders_are_never_scanned(
 def test_a_full_offline_queue_is_unhealthy_and_everything_drains_after_the_blackout(
     tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway, full_at: str
 ) -> None:
-    """At MAX_QUEUE_SIZE (3 sessions) or MAX_QUEUE_BYTES (1 MiB, of sessions of up to 150
-    hands: a few MiB on the NAS) intake waits, and nothing is dropped: the table ends equal to
-    the NAS."""
+    """At MAX_QUEUE_SIZE (3 sessions) or MAX_QUEUE_BYTES (1 MiB, of sessions that hold about
+    2 MiB compressed) intake waits, and nothing is dropped: the table ends equal to the NAS."""
     nas = tmp_path / "nas"
     by_bytes = full_at == "max_queue_bytes"
-    sessions = build_nas(nas, pcs=2, sessions_per_pc=6, seed=15, max_hands=150 if by_bytes else 4)
+    sessions = build_nas(nas, pcs=2, sessions_per_pc=6, seed=15)
+    if by_bytes:
+        # the queue counts its records compressed: each session gets 240 KB of base64 noise
+        # (in a field of its hands that the table keeps in raw_json), about 2 MiB compressed
+        noise = random.Random(15)
+        for path, session in sessions.items():
+            document = session.document()
+            for hand in document["Hands"]:
+                blob = noise.randbytes(180_000 // len(document["Hands"]))
+                hand["Note"] = base64.b64encode(blob).decode()
+            path.write_bytes(orjson.dumps(document))
     queue = tmp_path / "queue"
     fresh_gateway.blackout = True  # Supabase unreachable from the start
     limit = {"max_queue_bytes": 2**20} if by_bytes else {"max_queue_size": 3}
@@ -491,7 +501,6 @@ def test_a_full_offline_queue_is_unhealthy_and_everything_drains_after_the_black
         figures = queue_figures(queue)
         assert figures["pending"] < len(sessions), "intake paused: the rest waits on the NAS"
         if by_bytes:
-            assert sum(p.stat().st_size for p in sessions) > 2 * 2**20
             assert queued_bytes(queue) >= 2**20, "full by its bytes"
         else:
             assert figures["pending"] >= 3
