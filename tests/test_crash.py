@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import infra
-from tests.support.agent import AgentProcess, agent_env, running_agent
+from tests.support.agent import STOP_WITHIN, AgentProcess, agent_env, running_agent
 from tests.support.tree import build_nas, grow, make_session, write_session
 from tests.support.waits import queue_figures, wait_for, wait_until_equal
 
@@ -268,9 +269,31 @@ def test_two_agents_on_one_nas_each_carries_on_when_the_other_is_killed(
         other.close()
 
 
-def test_sigterm_with_an_upload_hanging_exits_0_within_10s_and_loses_nothing(
-    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+class AnswerHold:
+    """Holds the answer to the first upsert that carries rows, committed upstream, until
+    `release` is set; then relays it (an agent still waiting gets its answer)."""
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, request: infra.GatewayRequest, status: int) -> bool:
+        upsert = request.method == "POST" and request.path == "/gfx_sessions"
+        if not upsert or request.body == b"[]" or self.held.is_set():
+            return False
+        self.held.set()
+        self.release.wait(60)
+        return False
+
+
+@pytest.mark.parametrize("drain", [1.0, 7.0])
+def test_sigterm_gives_the_upload_in_flight_the_shutdown_timeout_and_loses_nothing(
+    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway, drain: float
 ) -> None:
+    """GFX_SYNC_SHUTDOWN_TIMEOUT, measured: the agent exits no sooner than the drain after
+    SIGTERM (a 7 s one is not the 5 s default), and it does not wait for the gateway's answer
+    beyond it: with a 1 s drain it has exited before the answer comes at 9.5 s (a drain as
+    long as Docker's grace would still be waiting). A restart then sends what was left."""
     nas = tmp_path / "nas"
     build_nas(nas, pcs=3, sessions_per_pc=30, seed=SEED + 2)
     env = agent_env(
@@ -279,19 +302,82 @@ def test_sigterm_with_an_upload_hanging_exits_0_within_10s_and_loses_nothing(
         gateway_url=fresh_gateway.url,
         key=fresh_gateway.key,
         batch_size=10,
+        shutdown_timeout=drain,
         log_level="INFO",
     )
-    hold = ResponseHold()
+    hold = AnswerHold()
     fresh_gateway.after_upstream = hold
-    hold.arm()
+    answer_at = 9.5 if drain < 5 else 60.0
     try:
         with running_agent(env, tmp_path / "agent.log", ready=None, stop=False) as agent:
             assert hold.held.wait(20), "no upload reached the gateway"
-            seconds = agent.stop_cleanly()  # the upload in flight never gets its answer
-            print(f"SIGTERM with an upload hanging: exit 0 in {seconds:.2f}s")
+            assert agent.proc is not None
+            signalled = time.monotonic()
+            agent.proc.send_signal(signal.SIGTERM)
+            try:
+                agent.proc.wait(answer_at)
+                still_waiting = False
+            except subprocess.TimeoutExpired:
+                still_waiting = True
+            exited = time.monotonic() - signalled
+            hold.release.set()  # the answer, if the agent is still there to get it
+            code = agent.wait_exit(STOP_WITHIN)
+            assert not still_waiting, (
+                f"{answer_at}s after SIGTERM with a {drain}s drain, the agent still waited for "
+                f"its upload's answer (exit {code} after {time.monotonic() - signalled:.2f}s)"
+            )
+            assert code == 0, agent.tail()
+            assert exited >= drain, f"exit {exited:.2f}s after SIGTERM, before the {drain}s drain"
+            print(f"SIGTERM with an upload hanging, {drain}s drain: exit 0 in {exited:.2f}s")
             assert queue_figures(tmp_path / "queue")["pending"] > 0  # the rest spilled, durably
     finally:
         hold.release.set()
+    fresh_gateway.after_upstream = None
     with running_agent(env, tmp_path / "agent.log", ready=None):
         took = wait_until_equal(nas, clean_db.dsn, timeout=30)
         print(f"after the restart: table equal to the NAS in {took:.2f}s")
+
+
+def test_a_second_signal_skips_the_drain(
+    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    """Ctrl-C, seen to start the 60 s drain (`shutdown_requested`), then Ctrl-C again: the agent
+    exits 0 while the gateway still holds its upload's answer, without spilling to the queue;
+    the restart sends everything."""
+    nas = tmp_path / "nas"
+    build_nas(nas, pcs=3, sessions_per_pc=30, seed=SEED + 3)
+    env = agent_env(
+        nas=nas,
+        queue=tmp_path / "queue",
+        gateway_url=fresh_gateway.url,
+        key=fresh_gateway.key,
+        batch_size=10,
+        shutdown_timeout=60,
+        log_level="INFO",
+    )
+    hold = AnswerHold()
+    fresh_gateway.after_upstream = hold
+    try:
+        with running_agent(env, tmp_path / "agent.log", ready=None, stop=False) as agent:
+            assert hold.held.wait(20), "no upload reached the gateway"
+            assert agent.proc is not None
+            agent.proc.send_signal(signal.SIGINT)
+            agent.wait_event("shutdown_requested", signal="SIGINT", timeout=10)
+            assert agent.running, "the first Ctrl-C ended the agent: nothing left to skip"
+            agent.proc.send_signal(signal.SIGINT)
+            try:
+                agent.proc.wait(30)  # half the drain: the answer is still held meanwhile
+                still_waiting = False
+            except subprocess.TimeoutExpired:
+                still_waiting = True
+            hold.release.set()
+            code = agent.wait_exit(STOP_WITHIN)
+            assert not still_waiting, "after a second Ctrl-C the agent still drained"
+            assert code == 0, agent.tail()
+            events = [e["event"] for e in agent.read_events()]
+            assert "shutdown_forced" in events, agent.tail()
+    finally:
+        hold.release.set()
+    fresh_gateway.after_upstream = None
+    with running_agent(env, tmp_path / "agent.log", ready=None):
+        wait_until_equal(nas, clean_db.dsn, timeout=30)

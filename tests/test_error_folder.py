@@ -152,6 +152,33 @@ async def test_a_large_file_is_copied_up_to_the_cap_and_the_note_says_so(tmp_pat
         await store.close()
 
 
+async def test_the_agents_caps_are_64_mib_a_copy_and_512_mib_in_all(tmp_path: Path) -> None:
+    """The error folder as the agent makes it (no caps given): README's 64 MiB of one file and
+    512 MiB in all, written out here, not read from the module. Eight quarantined files of
+    65 MiB (sparse on the NAS side): each copy cut at 64 MiB; eight copies and their notes are
+    a few bytes over 512 MiB, so the oldest is pruned."""
+    store = await Store.open(tmp_path / "queue" / "pending.db")
+    folder = ErrorFolder(tmp_path / "queue" / "_error", store)
+    pc = tmp_path / "nas" / "PC01"
+    try:
+        copies = []
+        for n in range(8):
+            source = bad_file(pc, f"big{n}.json", b"")
+            os.truncate(source, 65 * MiB)
+            copy = await folder.keep(source, "PC01", f"big{n}.json", "too_large", "65 MiB")
+            assert isinstance(copy, Path)
+            assert copy.stat().st_size == 64 * MiB, n
+            assert "(copy cut at 67108864 bytes)" in Path(f"{copy}.reason.txt").read_text()
+            copies.append(copy)
+        kept = [c for c in copies if c.exists()]
+        assert kept == copies[1:], "the oldest copy went, to stay within 512 MiB"
+        on_disk = sum(c.stat().st_size + Path(f"{c}.reason.txt").stat().st_size for c in kept)
+        assert on_disk <= 512 * MiB
+        assert await store.error_copy_bytes() == on_disk
+    finally:
+        await store.close()
+
+
 async def test_no_copy_over_the_file_it_copies_nor_anywhere_on_the_nas(tmp_path: Path) -> None:
     """Outside Docker nothing stops an error folder at the NAS base but the settings; the copy
     code must not replace the file it copies (nor write into the PC folders) on its own."""

@@ -63,7 +63,7 @@ def setup(
 
 
 def start(ctx: dict, **overrides: object) -> AbstractContextManager[AgentProcess]:
-    """The agent for a `with` block: it must stop cleanly (exit 0 within 10 s) at its end."""
+    """The agent for a `with` block: it must stop cleanly (exit 0 within 15 s) at its end."""
     env = dict(ctx["env"])
     env.update({f"GFX_SYNC_{k.upper()}": str(v) for k, v in overrides.items()})
     return running_agent(env, ctx["tmp"] / "agent.log")

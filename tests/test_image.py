@@ -79,7 +79,7 @@ def test_image_entrypoint_and_healthcheck_work_from_a_fresh_install(
                 APP_UID if os.geteuid() == 0 else os.geteuid()
             )
             assert agent.running
-        # leaving the block: SIGTERM, exit 0 within 10 s (asserted by running_agent)
+        # leaving the block: SIGTERM, exit 0 within 15 s (asserted by running_agent)
         down = subprocess.run(
             [str(bin_), "healthcheck"], env=env, capture_output=True, text=True, timeout=30
         )

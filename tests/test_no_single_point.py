@@ -6,9 +6,11 @@ requests, an outage an idle agent did not see, a quarantined file behind a `heal
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from tests.support import infra
 from tests.support.agent import agent_env, running_agent
 from tests.support.tree import build_nas, make_session, write_session
 from tests.support.truth import mismatches
-from tests.support.waits import queue_figures, wait_for, wait_until_equal
+from tests.support.waits import dead_letters, queue_figures, wait_for, wait_until_equal
 
 pytestmark = pytest.mark.e2e
 
@@ -142,16 +144,74 @@ def test_odd_names_and_timestamps_affect_only_their_file(
         assert scanned["backlog"] == 0
 
 
+def test_an_acknowledged_file_replaced_by_a_fifo_is_quarantined_and_hangs_nothing(
+    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    """A FIFO that takes the place of an acknowledged session file reaches the reader: a hot
+    file's stat (every hot tick) sees a new inode before the folder is listed again. The
+    reader opens it without blocking and quarantines it as not a regular file, and the PC's
+    next read (a rewrite of the other file) is not held behind it."""
+    nas = tmp_path / "nas"
+    queue = tmp_path / "queue"
+    day = nas / "PC01" / "1016"
+    kept, replaced = make_session(1, 2, random.Random(1)), make_session(2, 2, random.Random(2))
+    for session in (kept, replaced):
+        write_session(day / session.file_name, session)
+    env = agent_env(
+        nas=nas,
+        queue=queue,
+        gateway_url=fresh_gateway.url,
+        key=fresh_gateway.key,
+        poll_interval=30,  # folders listed again only at start: the hot tick meets the FIFO
+        hot_poll_interval=0.2,
+        nas_read_timeout=300,  # a read blocked on the FIFO would hold the PC for the test
+        log_level="INFO",
+    )
+    fifo = day / replaced.file_name
+    rel = f"1016/{replaced.file_name}"
+    try:
+        with running_agent(env, tmp_path / "agent.log"):
+            wait_until_equal(nas, clean_db.dsn, timeout=30)  # both acknowledged
+            fifo.unlink()
+            os.mkfifo(fifo)
+            quarantined = wait_for(
+                lambda: [d for d in dead_letters(queue) if d["rel_path"] == rel],
+                20,
+                "the FIFO quarantined",
+            )
+            assert [(d["kind"], d["reason"]) for d in quarantined] == [
+                ("quarantine", "not_a_regular_file")
+            ], quarantined
+            # the PC's reads go on: a rewrite of the other file reaches the table
+            kept.hands.append(dict(kept.hands[-1], HandNum=3))
+            write_session(day / kept.file_name, kept)
+            wait_for(
+                lambda: hand_count(clean_db.dsn, kept.session_id) == 3, 20, "the rewrite stored"
+            )
+    finally:
+        with contextlib.suppress(OSError):  # a reader blocked in open(): let it go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def hand_count(dsn: str, session_id: int) -> int | None:
+    rows = infra.query(
+        dsn, "select hand_count from gfx_sessions where session_id = %s", (session_id,)
+    )
+    return rows[0]["hand_count"] if rows else None
+
+
 def test_a_day_long_retry_after_is_capped(
     tmp_path: Path, env_for: dict[str, str], clean_db: infra.Database, fresh_gateway: infra.Gateway
 ) -> None:
+    """Measured at the gateway: after a 429 asking for a day, no request arrives for the
+    capped 3 s (GFX_SYNC_MAX_RETRY_AFTER), and then the sessions are stored."""
     nas = tmp_path / "nas"
     build_nas(nas, pcs=1, sessions_per_pc=4, seed=12)
-    answered = []
+    limited = threading.Event()
 
     def fault(request: infra.GatewayRequest) -> infra.FaultAnswer | None:
-        if request.method == "POST" and request.path == "/gfx_sessions" and not answered:
-            answered.append(time.monotonic())
+        if request.method == "POST" and request.path == "/gfx_sessions" and not limited.is_set():
+            limited.set()
             body = orjson.dumps({"message": "Too Many Requests"})
             return 429, {"retry-after": "86400", "content-type": "application/json"}, body
         return None
@@ -160,10 +220,18 @@ def test_a_day_long_retry_after_is_capped(
     env = {**env_for, "GFX_SYNC_MAX_RETRY_AFTER": "3"}
     with running_agent(env, tmp_path / "agent.log") as agent:
         took = wait_until_equal(nas, clean_db.dsn, timeout=30)
+        records = fresh_gateway.records
+        assert [r.status for r in records].count(429) == 1, records
+        limited_at = next(r.arrived for r in records if r.status == 429)
+        after = [r.arrived for r in records if r.arrived > limited_at]
+        assert after, "nothing was sent after the 429"
+        waited = min(after) - limited_at
+        assert waited >= 3.0, f"a request {waited:.2f}s after a 429 capped at 3 s: {records}"
         capped = agent.wait_event("retry_after_capped")
         assert (capped["asked"], capped["honoured"]) == (86400.0, 3.0)
-        print(f"Retry-After 86400 capped at 3 s: table equal to the NAS after {took:.2f}s")
-    assert len(answered) == 1
+    print(
+        f"Retry-After 86400 capped at 3 s: next request after {waited:.2f}s, equal at {took:.2f}s"
+    )
 
 
 def test_an_idle_agent_notices_an_outage(

@@ -4,7 +4,8 @@ store takes it (acknowledged, queued or quarantined) and gives the name back unc
 
 Real files on disk, the real `read_change` and the real SQLite store; hypothesis picks the name
 (any bytes but NUL and "/"), the mtime (0 to the year 2262 and beyond what ext4 keeps), and the
-bytes (a real export, cut anywhere, behind a BOM, or noise)."""
+bytes (a real export, cut anywhere, behind a BOM, or noise). A whole export, with or without a
+BOM, must read as its session; so must every real PokerGFX export in ../shared/samples."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import random
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import orjson
+import pytest
 import trio
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -32,21 +36,23 @@ name_bytes = st.binary(min_size=1, max_size=120).map(
 
 
 @st.composite
-def contents(draw: st.DrawFn) -> bytes:
+def contents(draw: st.DrawFn) -> tuple[str, bytes, dict[str, Any]]:
+    """(kind, the file's bytes, the export they were made from)."""
     session = new_session(
         random.Random(draw(st.integers(0, 2**32))), datetime(2025, 5, 1, tzinfo=UTC)
     )
     for _ in range(draw(st.integers(0, 3))):
         session.hand()
     whole = session.to_bytes()
+    document = orjson.loads(whole)
     kind = draw(st.sampled_from(["whole", "cut", "bom", "noise", "empty"]))
     if kind == "cut":
-        return whole[: draw(st.integers(0, len(whole)))]
+        return kind, whole[: draw(st.integers(0, len(whole)))], document
     if kind == "bom":
-        return b"\xef\xbb\xbf" + whole
+        return kind, b"\xef\xbb\xbf" + whole, document
     if kind == "noise":
-        return draw(st.binary(max_size=300))
-    return b"" if kind == "empty" else whole
+        return kind, draw(st.binary(max_size=300)), document
+    return kind, b"" if kind == "empty" else whole, document
 
 
 @settings(
@@ -60,9 +66,10 @@ def contents(draw: st.DrawFn) -> bytes:
     mtime_ns=st.one_of(st.integers(0, 2**63 - 1), st.sampled_from([0, 1, 10**18])),
 )
 def test_any_file_reads_to_an_outcome_and_the_store_takes_it(
-    name: bytes, data: bytes, mtime_ns: int
+    name: bytes, data: tuple[str, bytes, dict[str, Any]], mtime_ns: int
 ) -> None:
     assume(name not in (b".", b".."))
+    kind, data, document = data
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         path = os.path.join(os.fsencode(folder), name)
@@ -81,7 +88,38 @@ def test_any_file_reads_to_an_outcome_and_the_store_takes_it(
         assert isinstance(outcome, SessionRecord | Unsettled | Vanished | Unreadable)
         if isinstance(outcome, Unreadable):
             assert not isinstance(outcome.error, OSError), outcome  # a regular file, readable
+        if kind in ("whole", "bom"):
+            # a whole export, with or without a BOM, is a session whatever its name and mtime
+            assert_session_of(outcome, document)
         trio.run(_store_it, root / "pending.db", rel, stat, data, outcome)
+
+
+def assert_session_of(outcome: object, document: dict[str, Any]) -> None:
+    assert isinstance(outcome, SessionRecord), outcome
+    assert (outcome.session_id, outcome.hand_count) == (document["ID"], len(document["Hands"]))
+    assert orjson.loads(outcome.raw_json) == document
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["whole", "bom"])
+def test_every_real_export_whole_or_behind_a_bom_reads_as_its_session(
+    tmp_path: Path, samples_dir: Path, bom: bytes
+) -> None:
+    """The real PokerGFX exports (../shared/samples/pokergfx) read as sessions, the session and
+    hand counts their own JSON holds."""
+    exports = sorted(samples_dir.rglob("PGFX_live_data_export GameID=*.json"))
+    assert len(exports) >= 10, exports
+    for number, source in enumerate(exports):
+        raw = source.read_bytes()
+        rel = f"{number}/{source.name}"
+        path = tmp_path / rel
+        path.parent.mkdir()
+        path.write_bytes(bom + raw)
+        stat = stat_fields(file_stat(os.stat(path)))
+        change = FileChange(
+            "PC01", rel, stat[0], stat[1], "created", True, ctime_ns=stat[2], inode=stat[3]
+        )
+        outcome = read_change(path, change, 1 << 22, version_stamp=1)
+        assert_session_of(outcome, orjson.loads(raw))
 
 
 async def _store_it(

@@ -5,8 +5,10 @@ periodic pass. Real PostgREST with Supabase's 1,000-row cap, so the table is rea
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -124,3 +126,49 @@ def test_the_agent_heals_the_table_by_itself_and_never_deletes(tmp_path: Path) -
             return problems == [f"unexpected {(pc, 1)}"]
 
         wait_for(healed, 20, "the deleted and restored rows healed, the extra row kept")
+
+
+def test_the_periodic_pass_survives_an_upstream_error_and_heals_afterwards(
+    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    """The table's reads for reconciliation answered 500 for a while (seen failing at the
+    gateway, pass after pass): the agent goes on, and once they answer again a row deleted by
+    hand meanwhile comes back."""
+    nas = tmp_path / "nas"
+    write_archive(nas, pcs=1, sessions=6, seed=9, start=START, hands=(1, 3))
+    failing = threading.Event()
+    failing.set()
+
+    def reconcile_read(request: infra.GatewayRequest) -> bool:
+        select = parse_qs(request.query).get("select", [""])[0]
+        return request.method == "GET" and select == "session_id,file_hash"
+
+    def fault(request: infra.GatewayRequest) -> infra.FaultAnswer | None:
+        if failing.is_set() and reconcile_read(request):
+            return 500, {"content-type": "application/json"}, b'{"message":"internal error"}'
+        return None
+
+    fresh_gateway.fault = fault
+    env = agent_env(
+        nas=nas,
+        queue=tmp_path / "queue",
+        gateway_url=fresh_gateway.url,
+        key=fresh_gateway.key,
+        reconcile_interval=1,
+        log_level="INFO",
+    )
+    with running_agent(env, tmp_path / "agent.log") as agent:
+        wait_until_equal(nas, clean_db.dsn, timeout=30)
+        victim = infra.query(clean_db.dsn, "select session_id from gfx_sessions limit 1")[0]
+        infra.query(
+            clean_db.dsn, "delete from gfx_sessions where session_id = %s", (victim["session_id"],)
+        )
+        wait_for(
+            lambda: fresh_gateway.count("GET", "/gfx_sessions", 500) >= 3,
+            30,
+            "three reconcile passes failing upstream",
+        )
+        assert mismatches(nas, clean_db.dsn), "nothing healed while the reads fail"
+        failing.clear()
+        wait_until_equal(nas, clean_db.dsn, timeout=30)
+        assert agent.running

@@ -5,6 +5,7 @@ Against the embedded SQLite target and the real PostgREST (through the gateway s
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,6 @@ import pytest
 import trio
 
 from tests.support import infra
-from trio_gfxsync.delivery import retention as retention_module
 from trio_gfxsync.delivery.retention import SyncEventsRetention
 from trio_gfxsync.settings import load_settings
 from trio_gfxsync.targets.postgrest import PostgrestClient
@@ -36,7 +36,9 @@ def fill_sqlite(path: Path) -> None:
         )
 
 
-async def test_old_rows_go_in_batches_and_recent_ones_stay(tmp_path: Path) -> None:
+async def test_old_rows_go_in_batches_and_recent_ones_stay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     target = SqliteTarget(tmp_path / "target.db")
     await target.probe()  # creates the tables
     fill_sqlite(tmp_path / "target.db")
@@ -49,8 +51,12 @@ async def test_old_rows_go_in_batches_and_recent_ones_stay(tmp_path: Path) -> No
         return gone
 
     target.delete_sync_events = counted  # type: ignore[method-assign]
-    assert await SyncEventsRetention(target, 30).prune() == OLD
+    with caplog.at_level(logging.INFO, logger="trio_gfxsync.retention"):
+        assert await SyncEventsRetention(target, 30).prune() == OLD
     assert calls == [500, 500, 234]  # bounded requests, the last one short: done
+    assert [(r.msg, r.gfx_fields["deleted"]) for r in caplog.records] == [  # type: ignore[attr-defined]
+        ("sync_events_pruned", OLD)
+    ]
     with sqlite3.connect(tmp_path / "target.db") as conn:
         left = [r[0] for r in conn.execute("SELECT file_path FROM sync_events")]
     assert sorted(left) == sorted(f"new{i}.json" for i in range(RECENT))
@@ -58,24 +64,60 @@ async def test_old_rows_go_in_batches_and_recent_ones_stay(tmp_path: Path) -> No
     await target.aclose()
 
 
-async def test_the_first_pass_waits_for_the_backfill_then_one_a_day(
+async def test_the_first_pass_comes_a_minute_after_start_then_one_a_day(
     tmp_path: Path, autojump_clock: trio.abc.Clock
 ) -> None:
-    class Recorder:
+    """A minute after start (out of the way of the start's first uploads), then daily: the
+    offsets written out, not read from the module (a first pass at once would fail)."""
+
+    class Table:
+        """In memory (a target's worker thread would let the autojump clock jump meanwhile)."""
+
         def __init__(self) -> None:
-            self.at: list[float] = []
+            self.old = OLD
+            self.at: list[tuple[float, int]] = []
 
         async def delete_sync_events(self, before: datetime, limit: int) -> int:
-            self.at.append(trio.current_time())
-            return 0
+            gone = min(limit, self.old)
+            self.old -= gone
+            self.at.append((trio.current_time(), gone))
+            return gone
 
-    recorder = Recorder()
+    target = Table()
     started = trio.current_time()
     with trio.move_on_after(3 * 86_400 + 120):
-        await SyncEventsRetention(recorder, 30).run()  # type: ignore[arg-type]
-    offsets = [round(t - started) for t in recorder.at]
-    first = retention_module.FIRST_PASS_AFTER
-    assert offsets == [first, first + 86_400, first + 2 * 86_400, first + 3 * 86_400]
+        await SyncEventsRetention(target, 30).run()  # type: ignore[arg-type]
+    offsets = [(round(t - started, 1), gone) for t, gone in target.at]
+    # the first pass: three requests 0.2 s apart (the last one short); then one a day
+    assert offsets == [
+        (60.0, 500),
+        (60.2, 500),
+        (60.4, 234),
+        (86_460.4, 0),
+        (172_860.4, 0),
+        (259_260.4, 0),
+    ]
+
+
+@pytest.mark.parametrize("days", [0, 0.0])
+async def test_zero_days_keeps_every_row(
+    tmp_path: Path, autojump_clock: trio.abc.Clock, days: float
+) -> None:
+    """GFX_SYNC_SYNC_EVENTS_RETENTION_DAYS=0: kept for ever, however old (README)."""
+    target = SqliteTarget(tmp_path / "target.db")
+    await target.probe()
+    fill_sqlite(tmp_path / "target.db")
+    retention = SyncEventsRetention(target, days)
+    assert await retention.prune() == 0
+    with trio.move_on_after(3 * 86_400):
+        await retention.run()
+    with sqlite3.connect(tmp_path / "target.db") as conn:
+        assert conn.execute("SELECT count(*) FROM sync_events").fetchone() == (OLD + RECENT,)
+    await target.aclose()
+    settings = load_settings(
+        supabase_url="http://127.0.0.1:9", supabase_secret_key="x", sync_events_retention_days=0
+    )
+    assert settings.sync_events_retention_days == 0
 
 
 @pytest.fixture
@@ -114,14 +156,21 @@ async def test_postgrest_deletes_old_rows_by_limited_delete(
 
 
 async def test_without_the_grant_it_logs_and_deletes_nothing(
-    clean_db: infra.Database, rest_settings
+    clean_db: infra.Database, rest_settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     fill_postgres(clean_db.dsn)
     infra.query(clean_db.dsn, "revoke delete on public.sync_events from service_role")
     try:
         async with PostgrestClient(rest_settings) as client:
-            assert await SyncEventsRetention(client, 30).prune() == 0
+            with caplog.at_level(logging.INFO, logger="trio_gfxsync.retention"):
+                assert await SyncEventsRetention(client, 30).prune() == 0
     finally:
         infra.query(clean_db.dsn, "grant delete on public.sync_events to service_role")
     count = infra.query(clean_db.dsn, "select count(*) as n from public.sync_events")
     assert count == [{"n": OLD + RECENT}]
+    # logged once, with what to do about it
+    [record] = caplog.records
+    assert (record.levelno, record.msg) == (logging.WARNING, "sync_events_retention_failed")
+    fields = record.gfx_fields  # type: ignore[attr-defined]
+    assert fields["deleted"] == 0 and "42501" in fields["error"], fields
+    assert "20261204100000_gfx_sync_events_retention.sql" in fields["hint"]

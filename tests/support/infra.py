@@ -416,6 +416,8 @@ class GatewayRecord(NamedTuple):
     path: str  # after /rest/v1, e.g. "/gfx_sessions"
     query: str
     status: int  # 0: the connection was closed without an answer
+    arrived: float = 0.0  # time.monotonic() when the request's head had arrived
+    body_size: int = 0  # bytes of the request's body (an empty upsert, `[]`: 2)
 
 
 @dataclass(frozen=True)
@@ -427,6 +429,7 @@ class GatewayRequest:
     query: str
     headers: dict[str, str]  # lower-case names
     body: bytes
+    arrived: float = 0.0  # time.monotonic() when its head had arrived
 
 
 FaultAnswer = tuple[int, dict[str, str], bytes]
@@ -509,7 +512,16 @@ class Gateway:
 
     def _record(self, request: GatewayRequest, status: int) -> None:
         with self._lock:
-            self._records.append(GatewayRecord(request.method, request.path, request.query, status))
+            self._records.append(
+                GatewayRecord(
+                    request.method,
+                    request.path,
+                    request.query,
+                    status,
+                    request.arrived,
+                    len(request.body),
+                )
+            )
 
     def _count_bad_bearer(self) -> None:
         with self._lock:
@@ -602,6 +614,7 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         return super().date_time_string(when + self.gateway.clock_offset)
 
     def _serve(self) -> None:
+        arrived = time.monotonic()
         path, _, query_string = self.path.partition("?")
         body = self._read_body()
         if path != REST_PREFIX and not path.startswith(REST_PREFIX + "/"):
@@ -613,6 +626,7 @@ class _GatewayHandler(BaseHTTPRequestHandler):
             query=query_string,
             headers={name.lower(): value for name, value in self.headers.items()},
             body=body,
+            arrived=arrived,
         )
         try:
             answer = self.gateway.handle(request)

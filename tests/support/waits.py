@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -76,16 +78,29 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # ty
 
 def read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> re.Match[str]:
     """Read a subprocess's output until a line matches; kill it and say what it printed if
-    none does in time."""
+    none does in time. The deadline holds while a line is awaited too: each line is read by a
+    thread of its own, and a process that prints nothing more is killed at the deadline (which
+    ends that read)."""
     assert proc.stdout is not None
+    stdout = proc.stdout
     deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+    seen: list[str] = []
+    lines: queue.Queue[str] = queue.Queue()
+    while True:
+        reader = threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True)
+        reader.start()
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            proc.kill()
+            reader.join(10)
+            raise AssertionError(
+                f"no line matching {pattern!r} within {timeout}s:\n" + "".join(seen)
+            ) from None
         if not line:
             break
         seen.append(line)
         if match := re.search(pattern, line):
             return match
     proc.kill()
-    raise AssertionError(f"no line matching {pattern!r}:\n" + "".join(seen))
+    raise AssertionError(f"no line matching {pattern!r} (output ended):\n" + "".join(seen))

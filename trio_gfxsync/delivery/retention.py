@@ -35,6 +35,8 @@ class SyncEventsRetention:
     interval: float = PASS_INTERVAL
 
     async def run(self) -> None:
+        if self.retention_days <= 0:
+            return  # 0: kept for ever
         await trio.sleep(self.first_pass_after)
         while True:
             await self.prune()
@@ -42,6 +44,8 @@ class SyncEventsRetention:
 
     async def prune(self) -> int:
         """One pass; how many rows went."""
+        if self.retention_days <= 0:
+            return 0  # 0: kept for ever (the setting's promise, whoever calls)
         before = datetime.now(UTC) - timedelta(days=self.retention_days)
         deleted = 0
         try:
