@@ -9,6 +9,7 @@ when the text ends in TAIL (4) or more of its leading characters (a cut echo).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 RUN, TAIL, REDACTED = 8, 4, "[REDACTED]"
@@ -30,6 +31,18 @@ def leaks(output: str, part: str) -> list[str]:
     found += [
         part[:k] for k in range(TAIL, min(len(part), len(text)) + 1) if text.endswith(part[:k])
     ]
+    return found
+
+
+def leaks_as(output: str, part: str, escape: Callable[[str], str]) -> list[str]:
+    """The runs of `part` (RUN characters, or its first TAIL or more at the end) the output
+    shows as `escape` writes them (a JSON string's escapes): a run is counted in the key's own
+    characters, so `00\\"0000` is 7 of them, not 8."""
+    text = output.replace(REDACTED, "\0")
+    found = [
+        part[i : i + RUN] for i in range(len(part) - RUN + 1) if escape(part[i : i + RUN]) in text
+    ]
+    found += [part[:k] for k in range(TAIL, len(part) + 1) if text.endswith(escape(part[:k]))]
     return found
 
 

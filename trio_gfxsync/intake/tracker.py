@@ -69,7 +69,9 @@ class FileTracker:
     pc_id: str
     acked: dict[str, Stat]  # the acknowledged version of each file
     reported: dict[str, Stat] = field(default_factory=dict)
-    needs_settle: set[str] = field(default_factory=set)
+    # files sent back as still being written, with the version read half-written: that version
+    # waits until it settles; a newer one is read once it has held for one look
+    needs_settle: dict[str, Stat] = field(default_factory=dict)
     blocked: dict[str, int] = field(default_factory=dict)  # unreadable: poll to look again at
     changed_at: dict[str, float] = field(default_factory=dict)  # seen changing (monotonic)
     polls: int = 0
@@ -117,13 +119,16 @@ class FileTracker:
                     # as loaded from the store: share the index's path string and stat
                     del self.acked[rel]
                     self.acked[rel] = stat
-                self.needs_settle.discard(rel)
+                self.needs_settle.pop(rel, None)
                 if rel in self.unacked or rel in self.reported:
                     self._caught_up(rel)
                 continue
             if self.reported.get(rel) == stat:
                 continue  # in flight, or broken and waiting for the file to change
-            if rel in self.needs_settle and not observed.settled:
+            torn = self.needs_settle.get(rel)
+            if torn is not None and not observed.settled and (observed.changed or stat == torn):
+                # still the version read half-written, or changing as we look: a table played
+                # faster than the settle time would otherwise never be read again until it paused
                 continue
             if not initial:
                 self._note_version(rel, stat, now)  # before `change` replaces `reported`
@@ -135,7 +140,7 @@ class FileTracker:
             if self.acked.pop(rel, None) is not None:
                 vanished.append(rel)
             self.reported.pop(rel, None)
-            self.needs_settle.discard(rel)
+            self.needs_settle.pop(rel, None)
             self.blocked.pop(rel, None)
             self.changed_at.pop(rel, None)
             self.unacked.pop(rel, None)
@@ -148,7 +153,7 @@ class FileTracker:
         """The change to report for `rel` at `stat` (created unless a version was
         acknowledged), now marked reported; the scanner's backlog calls it again for a
         version it kept as a bare stat, which changes nothing but the object."""
-        self.needs_settle.discard(rel)
+        self.needs_settle.pop(rel, None)
         self.blocked.pop(rel, None)
         self.reported[rel] = stat
         size, mtime_ns, ctime_ns, inode = stat_fields(stat)
@@ -281,12 +286,13 @@ class FileTracker:
         self.unacked.pop(rel, None)
 
     def retry_when_settled(self, rel: str, stat: Stat) -> None:
-        """The version was being written while read: report it again once it stops changing.
+        """The version was being written while read: report it again once it settles, or once a
+        newer version has held still for one look (a fast table rewrites before any settle).
         It still waits (the table lacks it) from when it was first seen."""
         if self.reported.get(rel) == stat:
             self._keep_waiting(rel)
             del self.reported[rel]
-        self.needs_settle.add(rel)
+        self.needs_settle[rel] = stat
         if self.hot_changed is not None:
             self.hot_changed()  # hot from the next tick on
 
@@ -303,7 +309,7 @@ class FileTracker:
         if self.reported.get(rel) == stat:
             self._keep_waiting(rel)
             del self.reported[rel]
-            self.needs_settle.add(rel)  # look at it again soon, not only at the next sweep
+            self.needs_settle[rel] = stat  # look at it again soon, not only at the next sweep
             if self.hot_changed is not None:
                 self.hot_changed()
 
