@@ -194,6 +194,7 @@ def test_sync_events_shape_and_event_type_check(postgres_db: infra.Database) -> 
         ("record_count", "integer", "YES"),
         ("error_message", "text", "YES"),
         ("created_at", "timestamp with time zone", "YES"),
+        ("agent_id", "text", "YES"),  # 20261205130000_gfx_fleet.sql
     ]
     with pytest.raises(psycopg.errors.CheckViolation):
         infra.query(
@@ -242,10 +243,15 @@ EXPECTED_PRIVILEGES = [
     ("has_sequence_privilege", "service_role", "public.sync_events_id_seq", "select", True),
     ("has_table_privilege", "service_role", "public.pc_status", "select", True),
     *[
-        ("has_table_privilege", role, table, "select", False)
-        for role in ("anon", "authenticated")
+        ("has_table_privilege", "anon", table, "select", False)
         for table in ("public.gfx_sessions", "public.sync_events", "public.pc_status")
     ],
+    # signed-in users read what RLS lets them (20261205130000_gfx_fleet.sql: the ops and live
+    # tiers); gfx_sessions only column by column, never raw_json
+    ("has_table_privilege", "authenticated", "public.gfx_sessions", "select", False),
+    ("has_table_privilege", "authenticated", "public.sync_events", "select", True),
+    ("has_table_privilege", "authenticated", "public.pc_status", "select", True),
+    ("has_table_privilege", "authenticated", "public.sync_events", "insert", False),
 ]
 
 

@@ -64,9 +64,9 @@ class HandStack:
 
 
 @contextlib.contextmanager
-def hand_stack(*, with_realtime: bool = False) -> Iterator[HandStack]:
+def hand_stack(*, with_realtime: bool = False, hands: bool = True) -> Iterator[HandStack]:
     """with_realtime: Supabase's publication and Realtime objects exist before the migrations,
-    as on a Supabase project."""
+    as on a Supabase project. hands=False: the core migrations only (the fleet's tests)."""
     db = infra.create_database(migrate=False)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(infra.drop_database, db.name)
@@ -74,7 +74,8 @@ def hand_stack(*, with_realtime: bool = False) -> Iterator[HandStack]:
             infra.query(db.dsn, "create publication supabase_realtime")
             realtime.install_realtime(db.dsn)
         infra.apply_migration(db.dsn)
-        infra.apply_hands_migrations(db.dsn)
+        if hands:
+            infra.apply_hands_migrations(db.dsn)
         server = infra.start_postgrest(db)
         cleanup.callback(server.close)
         gateway = infra.start_gateway(server.url, server.jwt_secret)
