@@ -21,6 +21,9 @@ import pytest
 
 from tests.support import infra, realtime
 from tests.support.hand_stack import HandStack, hand_stack, query_as
+from trio_gfxsync.commands.check import check_fleet, check_rule, schema_version
+from trio_gfxsync.settings import load_settings
+from trio_gfxsync.targets.postgrest import PostgrestClient
 
 OPS = realtime.user_claims(app_metadata={"gfx_access": "ops"})
 LIVE = realtime.user_claims(app_metadata={"gfx_access": "live"})
@@ -331,6 +334,25 @@ def test_event_types_admit_the_agent_events_only(fleet: HandStack) -> None:
 def test_schema_version_is_3(fleet: HandStack) -> None:
     response = fleet.rest.post("/rpc/gfx_sync_schema_version", json={})
     assert response.json() == 3
+
+
+async def test_check_passes_and_fails_on_a_pc_claimed_by_two_venues(fleet: HandStack) -> None:
+    settings = load_settings(
+        supabase_url=fleet.gateway.url, supabase_secret_key=fleet.gateway.key, rest_path="/rest/v1"
+    )
+    beat(fleet.rest, "a1", "Venue A", pcs=[pc("PC01"), pc("PC02")])
+    beat(fleet.rest, "a2", "Venue A", pcs=[pc("PC01")])  # an HA pair: no conflict
+    async with PostgrestClient(settings) as client:
+        version = await schema_version(client)
+        assert check_rule(version).ok
+        fine = await check_fleet(client, version)
+        assert fine.ok, fine.line()
+        beat(fleet.rest, "b1", "Venue B", pcs=[pc("PC02")])
+        conflict = await check_fleet(client, version)
+        assert not conflict.ok
+        assert "Venue A (a1): PC02" in conflict.detail and "Venue B (b1): PC02" in conflict.detail
+        old = await check_fleet(client, 2)
+        assert not old.ok and "20261205130000_gfx_fleet.sql" in old.detail
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from .keep_newest import StampClock
 from .logs import get_logger
 from .memory_budget import ByteBudget
 from .nas_calls import NasCalls
+from .observe.heartbeat import open_heartbeat
 from .observe.monitor import Monitor
 from .observe.notifier import start_notifier
 from .observe.status import AgentStatus
@@ -290,6 +291,12 @@ class Agent:
                 core.start_soon(_within, failing_scope, failing.run)
                 reporter_scope = trio.CancelScope()
                 core.start_soon(_within, reporter_scope, reporter.run)
+                heartbeat = (
+                    None if self.once else await open_heartbeat(settings, status, gate, target)
+                )
+                heartbeat_scope = trio.CancelScope()  # into gfx_agents, when the gate is idle
+                if heartbeat is not None:
+                    core.start_soon(_within, heartbeat_scope, heartbeat.run)
                 retention_scope = trio.CancelScope()
                 if settings.sync_events_retention_days > 0 and not self.once:
                     retention = SyncEventsRetention(target, settings.sync_events_retention_days)
@@ -320,6 +327,7 @@ class Agent:
                 # the pipeline has drained (shutdown): the queue is durable, stop the drainer;
                 # sync_events are best-effort and end here
                 reporter_scope.cancel()
+                heartbeat_scope.cancel()
                 retention_scope.cancel()
                 failing_scope.cancel()
                 drainer.stop()

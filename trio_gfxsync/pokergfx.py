@@ -70,6 +70,9 @@ class SessionRecord:
     live: bool = True  # False for the startup backfill: a live change goes first everywhere
     # the stamp of the read (keep_newest.StampClock): the database keeps the larger
     version_stamp: int | None = None
+    # HandNum of the file's last hand (the hand being played is the next one); None without
+    # hands or without a usable HandNum
+    last_hand_num: int | None = None
 
     @property
     def raw_json(self) -> bytes:
@@ -212,6 +215,15 @@ def _contains_nul(value: object) -> bool:
     return False
 
 
+def last_hand_num(hands: list[object]) -> int | None:
+    """HandNum of the last hand written that has one (PokerGFX appends each finished hand)."""
+    for hand in reversed(hands):
+        num = hand.get("HandNum") if isinstance(hand, dict) else None
+        if isinstance(num, int) and not isinstance(num, bool) and 0 <= num <= 2**31 - 1:
+            return num
+    return None
+
+
 def _optional_text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -286,6 +298,7 @@ def parse_session(
         session_created_at=created_at_text(document.get("CreatedDateTimeUTC")),
         row=b"",
         version_stamp=version_stamp,
+        last_hand_num=last_hand_num(hands),
     )
     row = orjson.dumps(
         {

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(3600.0, ge=0, le=7 * 86_400)
     # sync_events rows older than this many days are deleted, once a day (0: kept for ever)
     sync_events_retention_days: float = Field(30.0, ge=0, le=36_500)
+    # the venue this agent serves, as the fleet (gfx_fleet) shows it; heartbeats are off while
+    # it is unset (in Docker the host name is the container id, new at every deploy)
+    venue: str | None = None
+    # seconds between heartbeats into gfx_agents (stale after 3 missed, offline after 6)
+    heartbeat_interval: float = Field(15.0, ge=1, le=3600)
     health_port: int = Field(8080, ge=0, le=65_535)
     # -- added by the design --
     health_host: str = "0.0.0.0"
@@ -110,6 +115,18 @@ class Settings(BaseSettings):
     def _empty_token_is_none(cls, value: object) -> object:
         # `GFX_SYNC_DASHBOARD_TOKEN=` in a .env means "no token", not "the empty token"
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("venue", mode="before")
+    @classmethod
+    def _check_venue(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return None
+        if len(value) > 200 or not value.isprintable():
+            raise ValueError("must be 1-200 printable characters")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

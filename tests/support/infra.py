@@ -281,7 +281,9 @@ def db_rows(dsn: str, table: str = "gfx_sessions") -> list[dict[str, Any]]:
 
 
 def truncate_tables(dsn: str) -> None:
-    query(dsn, "truncate public.gfx_sessions, public.sync_events restart identity")
+    query(
+        dsn, "truncate public.gfx_sessions, public.sync_events, public.gfx_agents restart identity"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from ..targets.sqlite import SqliteTarget
 from .hands import check_hands
 from .results import CheckResult
 
-SCHEMA_RULE = 2  # gfx_sync_schema_version() of the migrations this agent needs
+SCHEMA_RULE = 2  # gfx_sync_schema_version() of the keep-newest rule this agent needs
+FLEET_SCHEMA = 3  # gfx_sync_schema_version() once 20261205130000_gfx_fleet.sql is applied
+FLEET_MIGRATION = "20261205130000_gfx_fleet.sql"
 
 
 def check_nas(settings: Settings) -> list[CheckResult]:
@@ -97,7 +99,9 @@ async def check_supabase(settings: Settings) -> list[CheckResult]:
                 "columns and conflict key (gfx_pc_id, session_id) present",
             ),
         ]
-        results.append(await check_rule(client))
+        version = await schema_version(client)
+        results.append(check_rule(version))
+        results.append(await check_fleet(client, version))
         results += await check_hands(client)
         results.append(check_clock(client.clock_skew, settings.alert_clock_skew_seconds))
     return results
@@ -119,22 +123,56 @@ def check_clock(skew: float | None, limit: float) -> CheckResult:
     return CheckResult("clock", True, detail)
 
 
-async def check_rule(client: PostgrestClient) -> CheckResult:
-    """Is the keep-newest trigger the one this agent needs (migration 2, version stamps)?"""
+async def schema_version(client: PostgrestClient) -> int | str:
+    """gfx_sync_schema_version(), or why it could not be asked."""
     try:
         version = await client.rpc("gfx_sync_schema_version", {})
     except UpstreamError as exc:
+        return exc.summary
+    return version if isinstance(version, int) else f"unexpected answer {version!r}"
+
+
+def check_rule(version: int | str) -> CheckResult:
+    """Is the keep-newest trigger the one this agent needs (migration 2, version stamps)?"""
+    if isinstance(version, str):
         return CheckResult(
             "keep-newest rule",
             False,
-            f"migration 20261202100000_gfx_sync_keep_newest.sql not applied ({exc.summary})",
+            f"migration 20261202100000_gfx_sync_keep_newest.sql not applied ({version})",
         )
-    ok = isinstance(version, int) and version >= SCHEMA_RULE
+    ok = version >= SCHEMA_RULE
     return CheckResult(
         "keep-newest rule",
         ok,
         f"rule {version} installed" + ("" if ok else f", this agent needs {SCHEMA_RULE}"),
     )
+
+
+async def check_fleet(client: PostgrestClient, version: int | str) -> CheckResult:
+    """The fleet's tables are there (heartbeats need them), and no PC id is reported by the
+    agents of two venues: gfx_sessions has no venue, so their sessions would mix."""
+    if isinstance(version, str) or version < FLEET_SCHEMA:
+        return CheckResult(
+            "fleet",
+            False,
+            f"migration {FLEET_MIGRATION} not applied (heartbeats need it: "
+            "`trio-gfxsync schema` prints it)",
+        )
+    try:
+        conflicts = await client.fleet_conflicts()
+    except UpstreamError as exc:
+        return CheckResult("fleet", False, f"gfx_fleet unreadable ({exc.summary})")
+    if conflicts:
+        named = "; ".join(
+            f"{venue} ({agent_id}): {', '.join(pcs)}" for venue, agent_id, pcs in conflicts
+        )
+        return CheckResult(
+            "fleet",
+            False,
+            f"PC ids reported by agents of two venues: {named} "
+            "(PC ids must be unique across a Supabase project)",
+        )
+    return CheckResult("fleet", True, "gfx_fleet present, no PC id claimed by two venues")
 
 
 async def check_sqlite(settings: Settings) -> list[CheckResult]:

@@ -66,6 +66,43 @@ class UpstreamGate:
         """A request is in flight (or waiting for not_before)."""
         return self._slot.locked()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight or waiting, nothing held, and a state that sends."""
+        return self.sendable and not self.busy and trio.current_time() >= self.not_before
+
+    async def send_if_idle(
+        self, request: Callable[[], Awaitable[object]], *, deadline: float, wait: bool = False
+    ) -> tuple[Verdict, UpstreamError | None] | None:
+        """For what must never hold a session (heartbeats): sent only when the gate is `idle`,
+        in the one slot, within `deadline`; its answer changes nothing here (no state, no
+        hold): the caller only reads it. None: not sent.
+
+        `wait`: rather than give up on a busy gate, take the slot in turn, between two
+        requests (a gate that is never idle, a long backfill), and go only if nothing holds
+        the gate then."""
+        if wait:
+            await self._slot.acquire()
+            if not self.sendable or trio.current_time() < self.not_before:
+                self._slot.release()
+                return None
+        elif self.idle:
+            self._slot.acquire_nowait()  # free: `idle` said so, with no checkpoint since
+        else:
+            return None
+        try:
+            with trio.move_on_after(deadline) as scope:
+                try:
+                    await request()
+                except UpstreamError as exc:
+                    return exc.verdict, exc
+            if scope.cancelled_caught:
+                late = UpstreamError(None, None, "no complete answer in time", kind="Timeout")
+                return Verdict.DOWN, late
+            return Verdict.STORED, None
+        finally:
+            self._slot.release()
+
     def hold(self, seconds: float) -> None:
         self.not_before = max(self.not_before, trio.current_time() + seconds)
 

@@ -241,6 +241,11 @@ class Reader:
                     path=change.rel_path,
                     session_id=record.session_id,
                 )
+                pc_status = self.status.pcs.get(change.pc_id)
+                if pc_status is not None:
+                    pc_status.note_read(
+                        record.session_id, record.last_hand_num, change.live, trio.current_time()
+                    )
                 if not change.live:
                     record = replace(record, live=False)
                 # a live change keeps its line; a backfill of 10^5 files is told by the

@@ -62,6 +62,37 @@ class ScanStats:
         return 0.0 if self.waiting_since is None else max(0.0, now - self.waiting_since)
 
 
+@dataclass(frozen=True, slots=True)
+class LiveHand:
+    """A PC's live session (the newest session id read from it) and its last HandNum.
+    `seen_at`: the trio clock when this agent saw that hand appear in a live change (the
+    monotonic clock, never the PC's); None when it was only read in a backfill."""
+
+    session_id: int
+    hand_num: int | None
+    seen_at: float | None
+
+    def age(self, now: float) -> float | None:
+        return None if self.seen_at is None else max(0.0, now - self.seen_at)
+
+
+def next_live_hand(
+    current: LiveHand | None, session_id: int, hand_num: int | None, live: bool, now: float
+) -> LiveHand | None:
+    """The live hand after reading a session of the PC: a newer session replaces it, another
+    hand of the same session moves it (a backfill read only forwards: an early copy of the
+    session in another folder must not take it back), an older session changes nothing."""
+    if current is not None:
+        if session_id < current.session_id:
+            return current
+        if session_id == current.session_id:
+            if hand_num == current.hand_num:
+                return current
+            if not live and (hand_num or -1) < (current.hand_num or -1):
+                return current
+    return LiveHand(session_id, hand_num, now if live else None)
+
+
 @dataclass
 class PcStatus:
     id: str
@@ -77,6 +108,11 @@ class PcStatus:
     # a read of this PC has not returned within GFX_SYNC_NAS_READ_TIMEOUT (the reason), until
     # its thread does: the PC is `hung` (its changes wait, none is dropped)
     read_hung: str | None = None
+    hand: LiveHand | None = None  # the live session's last hand (the reader's)
+
+    def note_read(self, session_id: int, hand_num: int | None, live: bool, now: float) -> None:
+        """A session of this PC was read (`now`: the trio clock)."""
+        self.hand = next_live_hand(self.hand, session_id, hand_num, live, now)
 
     def stale_for(self, poll_interval: float, now: float) -> float | None:
         """Seconds since the last complete poll, when overdue (a hung SMB mount raises nothing).

@@ -318,6 +318,35 @@ class PostgrestClient:
             raise self._error(response)
         return orjson.loads(response.content) if response.content else None
 
+    async def upsert_agent(self, body: bytes) -> None:
+        """The heartbeat: upsert this agent's row of gfx_agents (its last_seen is set by the
+        database's clock). Raises UpstreamError unless 2xx."""
+        response = await self._post(
+            "/gfx_agents",
+            body,
+            {"on_conflict": "agent_id"},
+            "resolution=merge-duplicates,return=minimal",
+        )
+        if not response.is_success:
+            raise self._error(response)
+
+    async def fleet_conflicts(self) -> list[tuple[str, str, list[str]]]:
+        """(venue, agent_id, PC ids) of each line of gfx_fleet whose PCs another venue reports
+        too."""
+        response = await self._request(
+            "GET",
+            "/gfx_fleet",
+            {"select": "agent_id,venue,conflict_pcs", "pc_conflict": "is.true"},
+        )
+        try:
+            rows = orjson.loads(response.content)
+            return [
+                (str(r["venue"]), str(r["agent_id"]), [str(pc) for pc in r["conflict_pcs"]])
+                for r in rows
+            ]
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            raise not_postgrest_read(response, "a read of gfx_fleet") from None
+
     async def probe(self) -> None:
         """Is upstream back, and does it take our key? A read of no rows naming every column
         (a missing column answers 400 42703). A GET, so it never counts as an upsert."""
