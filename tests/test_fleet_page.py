@@ -32,7 +32,7 @@ from tests.support.fleet_site import (
     fleet_gateway,
     sign_in_on_page,
 )
-from tests.support.tree import make_session, write_session
+from tests.support.tree import grow, make_session, write_session
 from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -238,13 +238,15 @@ def test_served_by_an_agent_two_venues_and_a_killed_agent_turns_stale_then_offli
 ) -> None:
     interval = 2.0  # stale after 6 s, offline after 12 s without a heartbeat
     hands: dict[str, int] = {}
+    files = {}
+    rng = random.Random(25)
     for name, pcs in (("a", ["A-PC01", "A-PC02"]), ("b", ["B-PC01"])):
-        rng = random.Random(name)
         for index, pc_id in enumerate(pcs):
             session = make_session(index + (10 if name == "b" else 0), 3 + index, rng)
             path = tmp_path / f"nas-{name}" / pc_id / "1016" / session.file_name
             write_session(path, session)
             hands[pc_id] = last_hand_num(path)
+            files[pc_id] = (path, session)
 
     def env(name: str, venue: str) -> dict[str, str]:
         return agent_env(
@@ -277,7 +279,15 @@ def test_served_by_an_agent_two_venues_and_a_killed_agent_turns_stale_then_offli
             row = page.locator(f'[data-testid=pc][data-pc="{pc_id}"]')
             expect(row).to_have_attribute("data-state", "running", timeout=30_000)
             expect(row.get_by_test_id("hand")).to_have_text(f"#{hand}", timeout=30_000)
-            expect(row.get_by_test_id("hand-age")).to_have_text(re.compile(r"ago$"))
+            # read at start: when it was played is not known (a PC's clock is never used)
+            expect(row.get_by_test_id("hand-age")).to_have_text("before start")
+        # a hand ends at each venue: its number and how long ago, by the agents' clocks
+        for pc_id in ("A-PC02", "B-PC01"):
+            path, session = files[pc_id]
+            grow(path, session, rng)
+            row = page.locator(f'[data-testid=pc][data-pc="{pc_id}"]')
+            expect(row.get_by_test_id("hand")).to_have_text(f"#{hands[pc_id] + 1}", timeout=30_000)
+            expect(row.get_by_test_id("hand-age")).to_have_text(re.compile(r"^\d+ s ago$"))
         b_agent = page.locator('[data-testid=venue][data-venue="Venue B"] [data-testid=agent]')
         expect(b_agent).to_have_attribute("data-state", "online")
 

@@ -291,6 +291,7 @@ def test_one_notification_when_upstream_is_cut_and_one_when_it_returns(
             gateway_url=fresh_gateway.url,
             key=fresh_gateway.key,
             upstream_probe_interval=1,
+            venue="Venue N",
             notify_url=hook.url("/T0/B0/SECRETHOOK"),
         )
         with running_agent(env, tmp_path / "agent.log") as agent:
@@ -305,6 +306,8 @@ def test_one_notification_when_upstream_is_cut_and_one_when_it_returns(
                 "degraded",
             )
             assert "supabase unreachable" in cut["reason"]
+            agent_id = (tmp_path / "queue" / "agent_id").read_text().strip()
+            assert (cut["venue"], cut["agent_id"]) == ("Venue N", agent_id)
             fresh_gateway.blackout = False
             cut_and_back = hook.wait_for(2, timeout=60)
             back = cut_and_back[1]

@@ -33,7 +33,7 @@ def test_notice(at: float) -> Notice:
 async def run_notify_test(
     settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> int:
-    notifier = Notifier.from_settings(settings)
+    notifier = await Notifier.from_settings(settings)
     if notifier is None:
         print("GFX_SYNC_NOTIFY_URL: not set, nothing to test", file=sys.stderr)
         return EXIT_CONFIG

@@ -47,6 +47,7 @@ def thresholds(settings: Settings) -> Thresholds:
         upload_failures=settings.alert_upload_failures,
         dead_letters=settings.alert_dead_letters,
         clock_skew_seconds=settings.alert_clock_skew_seconds,
+        silent_minutes=settings.alert_silent_minutes,
     )
 
 
@@ -151,6 +152,11 @@ class Monitor:
             conflicting_sessions=tuple(
                 f"{pc_id} session {session_id}"
                 for pc_id, session_id in status.conflicting_sessions(time.monotonic())
+            ),
+            silent_pcs=tuple(
+                (pc_id, silent)
+                for pc_id, pc in status.pcs.items()
+                if (silent := pc.silent_for(now)) is not None
             ),
         )
         self.apply_alerts(evaluate(figures, self.thresholds))

@@ -18,6 +18,7 @@ import trio
 
 from ..logs import get_logger, scrub
 from ..settings import Settings
+from .heartbeat import load_agent_id
 from .notices import Notice, NoticeGate, body_for, parse_urls, url_host
 
 log = get_logger("notify")
@@ -28,10 +29,14 @@ RETRY_DELAYS = (1.0, 2.0, 4.0)
 BUFFER = 64
 
 
-def identity(settings: Settings) -> tuple[str, str]:
-    """(venue, agent id) a notice names."""
-    venue = getattr(settings, "venue", None) or ""
-    return venue, socket.gethostname()
+async def identity(settings: Settings) -> tuple[str, str]:
+    """(venue, agent id) a notice names: GFX_SYNC_VENUE and the id the heartbeats send (kept
+    beside the queue; made here first when notifications start before the heartbeat)."""
+    try:
+        agent_id = await trio.to_thread.run_sync(load_agent_id, settings.queue_db_path.parent)
+    except OSError:
+        agent_id = socket.gethostname()  # a read-only queue folder: the heartbeat says so
+    return settings.venue or "", agent_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +87,10 @@ class Notifier:
         self._send, self._recv = trio.open_memory_channel[Notice](BUFFER)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Notifier | None:
+    async def from_settings(cls, settings: Settings) -> Notifier | None:
         if settings.notify_url is None:
             return None
-        venue, agent_id = identity(settings)
+        venue, agent_id = await identity(settings)
         return cls(parse_urls(settings.notify_url.get_secret_value()), venue, agent_id)
 
     def submit(self, notice: Notice) -> None:
@@ -133,7 +138,7 @@ async def start_notifier(
     nursery: trio.Nursery, settings: Settings
 ) -> Callable[[Notice], None] | None:
     """Start the notifier in `nursery` when GFX_SYNC_NOTIFY_URL is set; its `submit`."""
-    notifier = Notifier.from_settings(settings)
+    notifier = await Notifier.from_settings(settings)
     if notifier is None:
         return None
     await nursery.start(notifier.run)
