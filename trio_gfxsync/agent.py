@@ -49,6 +49,7 @@ from .memory_budget import ByteBudget
 from .nas_calls import NasCalls
 from .observe.heartbeat import open_heartbeat
 from .observe.monitor import Monitor
+from .observe.notifier import start_notifier
 from .observe.status import AgentStatus
 from .pokergfx import SessionRecord
 from .settings import Settings
@@ -162,7 +163,8 @@ class Agent:
             target = self._target or make_target(settings, self.status)
             try:
                 if not self.once:  # a one-shot scan must not take the running agent's port
-                    await root.start(Monitor(settings, self.status, store, self.nas).run)
+                    notify = await start_notifier(root, settings)
+                    await root.start(Monitor(settings, self.status, store, self.nas, notify).run)
                     self.http_urls = await root.start(run_http, settings, self.status, http_stop)
                 try:
                     await self._run_core(store, target, task_status)

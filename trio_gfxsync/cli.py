@@ -36,9 +36,10 @@ def _settings_or_exit(*, target: bool = False, folders: bool = False) -> Setting
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
-    for secret in (settings.supabase_secret_key, settings.dashboard_token):
+    for secret in (settings.supabase_secret_key, settings.dashboard_token, settings.notify_url):
         if secret is not None:
-            register_secret(secret.get_secret_value())
+            for value in secret.get_secret_value().split(","):
+                register_secret(value)
     return settings
 
 
@@ -168,6 +169,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from .commands.notify_test import run_notify_test
+
+    settings = _settings_or_exit()
+    setup_logging("WARNING", settings.log_format)
+    return trio.run(run_notify_test, settings)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     from .state.schema import SCHEMA_VERSION
 
@@ -193,6 +202,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "scan": (cmd_scan, "one-shot backfill of every PC folder, with progress, then exit"),
     "simulate": (cmd_simulate, "virtual GFX PCs writing PokerGFX exports into a NAS folder"),
     "demo": (cmd_demo, "virtual GFX PCs, the agent and its dashboard, no Supabase needed"),
+    "notify-test": (cmd_notify_test, "send one test notification to every GFX_SYNC_NOTIFY_URL"),
     "version": (cmd_version, "the agent's version and the queue database schema it migrates to"),
 }
 

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # Supabase (PostgREST): required unless GFX_SYNC_TARGET=sqlite; see require_target()
     supabase_url: str | None = None
     supabase_secret_key: SecretStr | None = None
+    # the project's publishable key (sb_publishable_... or the legacy anon JWT): not a secret,
+    # the fleet page at /fleet sends it with the user's sign-in; unset: the page asks for it
+    supabase_publishable_key: str | None = None
     poll_interval: float = Field(2.0, gt=0, le=3600)
     batch_size: int = Field(500, ge=1, le=10_000)
     flush_interval: float = Field(5.0, gt=0, le=3600)
@@ -89,6 +92,8 @@ class Settings(BaseSettings):
     # live dashboards (SSE streams) one client address may hold open, of the 16 in all: one
     # flaky laptop cannot take them all; behind a reverse proxy every client is the proxy
     dashboard_streams_per_client: int = Field(4, ge=1, le=16)
+    # webhooks (comma-separated) told of health changes and alerts; secrets: logs name the host
+    notify_url: SecretStr | None = None
     # where rows go: Supabase's PostgREST, or an embedded SQLite file (never chosen silently:
     # unset means PostgREST, which then needs the two Supabase settings)
     target: Literal["postgrest", "sqlite"] | None = None
@@ -105,6 +110,8 @@ class Settings(BaseSettings):
     alert_upload_failures: int = Field(5, ge=1)
     alert_dead_letters: int = Field(1, ge=1)
     alert_clock_skew_seconds: float = Field(60.0, gt=0)
+    # minutes without a hand from a PC that wrote one in the last two hours (0: off)
+    alert_silent_minutes: float = Field(0.0, ge=0, le=24 * 60)
 
     @field_validator("dashboard_token", mode="before")
     @classmethod
@@ -130,7 +137,13 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     @field_validator(
-        "supabase_url", "supabase_secret_key", "target", "sqlite_target_path", mode="before"
+        "supabase_url",
+        "supabase_secret_key",
+        "supabase_publishable_key",
+        "notify_url",
+        "target",
+        "sqlite_target_path",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -165,6 +178,33 @@ class Settings(BaseSettings):
             # it travels in an HTTP header: ASCII only
             raise ValueError("must be printable ASCII without spaces")
         return SecretStr(key)
+
+    @field_validator("supabase_publishable_key")
+    @classmethod
+    def _check_publishable(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        key = value.strip()
+        if any(c.isspace() for c in key) or not key.isprintable() or not key.isascii():
+            raise ValueError("must be printable ASCII without spaces")
+        if key.startswith("sb_secret_"):
+            raise ValueError("is a secret key: use the publishable one (sb_publishable_...)")
+        return key
+
+    @field_validator("notify_url")
+    @classmethod
+    def _check_notify(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        urls = [u.strip() for u in value.get_secret_value().split(",") if u.strip()]
+        if not urls:
+            return None
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # never quoting the URL: its path is the webhook's credential
+                raise ValueError("every URL must start with http:// or https:// and name a host")
+        return SecretStr(",".join(urls))
 
     @field_validator("rest_path")
     @classmethod

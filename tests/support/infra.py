@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -441,6 +441,25 @@ FaultHook = Callable[[GatewayRequest], FaultAnswer | None]
 AfterUpstreamHook = Callable[[GatewayRequest, int], bool | None]
 
 
+# Serves Supabase Auth's routes under /auth/v1 (tests/support/supabase_auth.py): gets the request
+# with its path after /auth/v1, after the gateway checked the apikey.
+AuthHandler = Callable[[GatewayRequest], FaultAnswer]
+AUTH_PREFIX = "/auth/v1"
+PUBLISHABLE_PREFIX = "sb_publishable_"
+# What Supabase's gateway (Kong's cors plugin) answers a browser: any origin, the headers
+# supabase-js sends, and the counts' header readable.
+CORS_HEADERS = {
+    "access-control-allow-origin": "*",
+    "access-control-allow-methods": "GET, HEAD, PUT, PATCH, POST, DELETE, OPTIONS",
+    "access-control-allow-headers": (
+        "apikey, authorization, content-type, content-profile, accept-profile, prefer, range, "
+        "x-client-info, x-supabase-api-version"
+    ),
+    "access-control-expose-headers": "content-range, x-supabase-api-version",
+    "access-control-max-age": "3600",
+}
+
+
 class _DropConnection(Exception):
     """Close the client's connection without answering."""
 
@@ -454,6 +473,11 @@ class Gateway:
     fault: FaultHook | None = None
     after_upstream: AfterUpstreamHook | None = None
     blackout: bool = False
+    # a second key the gateway takes, as a project's publishable key beside its secret one:
+    # requests carrying it reach PostgREST with the caller's JWT, or an anon JWT without one
+    publishable_key: str | None = None
+    auth: AuthHandler | None = None  # Supabase Auth's stand-in behind /auth/v1
+    cors: bool = False  # answer preflights and add CORS headers, as for a browser
     # seconds the gateway's clock (the Date of its answers) runs ahead of this machine's
     clock_offset: float = 0.0
     bad_bearer_count: int = 0
@@ -527,8 +551,17 @@ class Gateway:
         with self._lock:
             self.bad_bearer_count += 1
 
+    def _keys(self) -> tuple[str, ...]:
+        return (self.key,) if self.publishable_key is None else (self.key, self.publishable_key)
+
     def _upstream_authorization(self, request: GatewayRequest) -> str | None:
-        if self.key.startswith("sb_secret_"):
+        apikey = request.headers.get("apikey", "")
+        if apikey.startswith(PUBLISHABLE_PREFIX):
+            # the new publishable key is not a JWT: a signed-in user's token goes through, and
+            # without one the request runs as anon
+            bearer = _bearer_token(request.headers.get("authorization"))
+            return f"Bearer {bearer or role_jwt(self.jwt_secret, 'anon')}"
+        if apikey.startswith("sb_secret_"):
             # Supabase's new secret keys are not JWTs: the gateway turns them into a service_role
             # token for PostgREST.
             return f"Bearer {role_jwt(self.jwt_secret, 'service_role')}"
@@ -539,12 +572,16 @@ class Gateway:
         """The gateway's answer to one request under /rest/v1; raises _DropConnection."""
         if self.blackout:
             raise _DropConnection
-        if request.headers.get("apikey") != self.key:
+        if request.headers.get("apikey") not in self._keys():
             return _json_answer(401, {"message": "Invalid API key"})
         bearer = _bearer_token(request.headers.get("authorization"))
         if bearer is not None and not looks_like_jwt(bearer):
             self._count_bad_bearer()
             return _json_answer(401, {"message": "Invalid JWT"})
+        if request.path.startswith(AUTH_PREFIX + "/"):
+            if self.auth is None:
+                return _json_answer(404, {"message": "no Route matched with those values"})
+            return self.auth(replace(request, path=request.path[len(AUTH_PREFIX) :]))
         if self.fault is not None and (answer := self.fault(request)) is not None:
             return answer
         answer = self._forward(request)
@@ -617,12 +654,17 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         arrived = time.monotonic()
         path, _, query_string = self.path.partition("?")
         body = self._read_body()
-        if path != REST_PREFIX and not path.startswith(REST_PREFIX + "/"):
+        if self.command == "OPTIONS" and self.gateway.cors:
+            # a browser's preflight carries no apikey: the cors plugin answers it first
+            self._answer((200, {}, b""))
+            return
+        is_auth = path.startswith(AUTH_PREFIX + "/") and self.gateway.auth is not None
+        if not is_auth and path != REST_PREFIX and not path.startswith(REST_PREFIX + "/"):
             self._answer(_json_answer(404, {"message": "no Route matched with those values"}))
             return
         request = GatewayRequest(
             method=self.command,
-            path=path[len(REST_PREFIX) :] or "/",
+            path=path if is_auth else path[len(REST_PREFIX) :] or "/",
             query=query_string,
             headers={name.lower(): value for name, value in self.headers.items()},
             body=body,
@@ -664,6 +706,8 @@ class _GatewayHandler(BaseHTTPRequestHandler):
     def _answer(self, answer: FaultAnswer) -> None:
         status, headers, body = answer
         self.send_response(status)
+        if self.gateway.cors:
+            headers = {**CORS_HEADERS, **headers}
         for name, value in headers.items():
             if name.lower() != "content-length":
                 self.send_header(name, value)

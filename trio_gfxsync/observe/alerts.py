@@ -25,6 +25,7 @@ ALERT_NAMES = {
     "clock_skew": REVIEW,
     "record_failing": REVIEW,
     "keep_newest_conflict": REVIEW,
+    "pc_silent": WARN,
 }
 
 
@@ -39,6 +40,7 @@ class Thresholds:
     upload_failures: int = 5
     dead_letters: int = 1
     clock_skew_seconds: float = 60.0
+    silent_minutes: float = 0.0  # 0: pc_silent off
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,8 @@ class Figures:
     failing_records: tuple[str, ...] = ()
     # sessions whose row needed repeated conditional replaces (two agents disagreeing)
     conflicting_sessions: tuple[str, ...] = ()
+    # (PC, seconds without a new hand) of the PCs in play (status.PcStatus.silent_for)
+    silent_pcs: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +175,23 @@ def evaluate(f: Figures, t: Thresholds) -> list[Alert]:
                 REVIEW,
                 "row replaced again and again (two agents disagree on the newest copy?): "
                 + ", ".join(f.conflicting_sessions[:5]),
+            )
+        )
+    silent = [
+        (pc, seconds)
+        for pc, seconds in f.silent_pcs
+        if t.silent_minutes > 0 and seconds >= t.silent_minutes * 60
+    ]
+    if silent:
+        found.append(
+            Alert(
+                "pc_silent",
+                WARN,
+                "no new hand for "
+                + ", ".join(
+                    f"{seconds / 60:.0f} min from PC {pc}" for pc, seconds in sorted(silent)
+                )
+                + f" (>= {t.silent_minutes:g} min; its file changed within 2 h)",
             )
         )
     if f.missing_watch_paths:

@@ -13,16 +13,18 @@ import os
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
-from ..logs import get_logger
+from ..logs import get_logger, scrub
 from ..nas_calls import NasCalls
 from ..settings import Settings
 from ..state.store import Store
 from .alerts import Alert, AlertBook, Figures, Thresholds, evaluate
 from .backfill import BackfillProgress
+from .notices import Notice, alert_notice, health_notice
 from .status import AgentStatus
 
 log = get_logger("monitor")
@@ -45,6 +47,7 @@ def thresholds(settings: Settings) -> Thresholds:
         upload_failures=settings.alert_upload_failures,
         dead_letters=settings.alert_dead_letters,
         clock_skew_seconds=settings.alert_clock_skew_seconds,
+        silent_minutes=settings.alert_silent_minutes,
     )
 
 
@@ -65,9 +68,15 @@ def memory_mb() -> float:
 
 class Monitor:
     def __init__(
-        self, settings: Settings, status: AgentStatus, store: Store, nas: NasCalls | None = None
+        self,
+        settings: Settings,
+        status: AgentStatus,
+        store: Store,
+        nas: NasCalls | None = None,
+        notify: Callable[[Notice], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.notify = notify  # the notifier's submit: health changes and alerts
         # the disk's figures come from the NAS: a thread of its own, and none more while one hangs
         self.nas = nas or NasCalls(DISK_TIMEOUT)
         self.status = status
@@ -144,6 +153,11 @@ class Monitor:
                 f"{pc_id} session {session_id}"
                 for pc_id, session_id in status.conflicting_sessions(time.monotonic())
             ),
+            silent_pcs=tuple(
+                (pc_id, silent)
+                for pc_id, pc in status.pcs.items()
+                if (silent := pc.silent_for(now)) is not None
+            ),
         )
         self.apply_alerts(evaluate(figures, self.thresholds))
         self.log_health_change()
@@ -170,6 +184,14 @@ class Monitor:
         for alert in cleared:
             log.info("alert_cleared", alert=alert.name, level=alert.level)
             self.status.activity.add("alert", f"cleared: {alert.name}")
+        if self.notify is not None:
+            for alerts_, was_started in ((started, True), (cleared, False)):
+                for alert in alerts_:
+                    self.notify(
+                        alert_notice(
+                            alert.name, alert.level, scrub(alert.message), was_started, now
+                        )
+                    )
         self.status.alerts = [a for a, _ in self.book.active.values()]
         self.status.alert_since = {name: since for name, (_, since) in self.book.active.items()}
 
@@ -178,4 +200,12 @@ class Monitor:
         if health.status != self._last_health:
             level = log.info if health.status == "healthy" else log.warning
             level("health_changed", status=health.status, reasons=list(health.reasons))
+            if (
+                self.notify is not None
+                and self._last_health is not None
+                and not self.status.shutting_down
+            ):
+                # the first status after start is no change, a stop is no news
+                reasons = [scrub(r) for r in health.reasons]
+                self.notify(health_notice(health.status, self._last_health, reasons, time.time()))
             self._last_health = health.status

@@ -36,6 +36,7 @@ STALE_POLLS = 3  # a PC is overdue after this many poll intervals without a comp
 REPLACES_IN_WINDOW = 3
 REPLACE_WINDOW = 600.0
 STALE_MIN = 10.0
+SILENT_WINDOW = 2 * 3600.0  # a PC whose live file changed this recently is in play
 
 UPLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
@@ -118,10 +119,30 @@ class PcStatus:
     # its thread does: the PC is `hung` (its changes wait, none is dropped)
     read_hung: str | None = None
     hand: LiveHand | None = None  # the live session's last hand (the reader's)
+    # trio clock: the last live rewrite of the live session's file, and since when no new hand
+    # has come (its last new hand, or the first rewrite seen): for the pc_silent alert
+    rewritten_at: float | None = None
+    quiet_since: float | None = None
 
     def note_read(self, session_id: int, hand_num: int | None, live: bool, now: float) -> None:
         """A session of this PC was read (`now`: the trio clock)."""
         self.hand = next_live_hand(self.hand, session_id, hand_num, live, now)
+        if live and self.hand is not None and self.hand.session_id == session_id:
+            self.rewritten_at = now
+            if self.quiet_since is None:
+                self.quiet_since = now
+            if self.hand.seen_at is not None:
+                self.quiet_since = max(self.quiet_since, self.hand.seen_at)
+
+    def silent_for(self, now: float) -> float | None:
+        """Seconds without a new hand while its live file was rewritten within SILENT_WINDOW
+        (PokerGFX rewrites the file as each hand ends); None for a PC not in play. Measured on
+        this agent's clock only, never on the PC's file times."""
+        if self.rewritten_at is None or self.quiet_since is None:
+            return None
+        if now - self.rewritten_at > SILENT_WINDOW:
+            return None
+        return max(0.0, now - self.quiet_since)
 
     def stale_for(self, poll_interval: float, now: float) -> float | None:
         """Seconds since the last complete poll, when overdue (a hung SMB mount raises nothing).

@@ -24,6 +24,7 @@ from ..observe.metrics import CONTENT_TYPE, render
 from ..observe.status import AgentStatus
 from ..settings import Settings
 from .documents import fingerprint, health_document, status_document
+from .fleet import FLEET_HEADERS, fleet_page
 from .sse import WRITE_TIMEOUT, EventStream, StreamSlots, Writers
 
 log = get_logger("web")
@@ -161,6 +162,16 @@ def build_app(status: AgentStatus, settings: Settings, shutdown: trio.Event) -> 
         code = 200 if authorised(request) else 401
         return Response(page, status_code=code, media_type="text/html; charset=utf-8")
 
+    fleet = fleet_page(
+        resources.files("trio_gfxsync.web").joinpath("static/fleet.html").read_bytes(),
+        settings.supabase_url,
+        settings.supabase_publishable_key,
+    )
+
+    async def fleet_dashboard(request: Request) -> Response:
+        # no dashboard token: the page holds nothing secret, its data needs a Supabase sign-in
+        return Response(fleet, media_type="text/html; charset=utf-8", headers=FLEET_HEADERS)
+
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in STATIC:
@@ -176,6 +187,7 @@ def build_app(status: AgentStatus, settings: Settings, shutdown: trio.Event) -> 
             Route("/api/status", api_status),
             Route("/api/events", api_events),
             Route("/", dashboard),
+            Route("/fleet", fleet_dashboard),
             Route("/static/{name}", static),
         ],
     )

@@ -12,7 +12,7 @@ from typing import Any
 from .. import __version__
 from ..observe.activity import iso
 from ..observe.pc_state import ERROR, MISSING
-from ..observe.status import AgentStatus
+from ..observe.status import AgentStatus, LiveHand
 from ..settings import Settings
 
 
@@ -103,6 +103,7 @@ def status_document(status: AgentStatus, settings: Settings, now: float) -> dict
                 "sync_lag_seconds": round(pc.scan.sync_lag(now), 1),
                 "polls": pc.scan.polls,
                 "last_scan_seconds": round(pc.scan.last_scan_seconds, 4),
+                "hand": hand_json(pc.hand, now),
             }
             for pc_id, pc in sorted(status.pcs.items())
         ],
@@ -125,6 +126,21 @@ def status_document(status: AgentStatus, settings: Settings, now: float) -> dict
     }
 
 
+def hand_json(hand: LiveHand | None, now: float) -> dict[str, object] | None:
+    """The live session's last hand; its age by this agent's clock (`now`: the trio clock),
+    and `at` from it on the wall clock for the dashboard's ticking "ago" (None: read at start,
+    not seen written)."""
+    if hand is None:
+        return None
+    age = hand.age(now)
+    return {
+        "session_key": str(hand.session_id),
+        "hand_num": hand.hand_num,
+        "age_seconds": None if age is None else round(age, 1),
+        "at": None if age is None else iso(datetime.now(UTC).timestamp() - age),
+    }
+
+
 def fingerprint(status: AgentStatus) -> tuple[object, ...]:
     """What, when it changes, is worth a new SSE event at once (a scan turning stale shows
     with the next heartbeat)."""
@@ -135,7 +151,16 @@ def fingerprint(status: AgentStatus) -> tuple[object, ...]:
         status.batch_pending,
         tuple(a.name for a in status.alerts),
         tuple(
-            (k, p.state, p.missing, p.read_hung, p.scan.files, p.scan.backlog, p.scan.waiting)
+            (
+                k,
+                p.state,
+                p.missing,
+                p.read_hung,
+                p.scan.files,
+                p.scan.backlog,
+                p.scan.waiting,
+                p.hand,
+            )
             for k, p in status.pcs.items()
         ),
         tuple(sorted(status.sessions_synced.items())),

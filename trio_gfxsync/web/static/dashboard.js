@@ -342,6 +342,21 @@
       }),
     );
     const lastSync = relTime(el("span", { class: "pc-stat-value", "data-testid": "pc-last-sync" }), pc.last_sync);
+    // the live session's last hand, and how long ago this agent saw it written
+    const hand = pc.hand && Number.isInteger(pc.hand.hand_num) ? pc.hand : null;
+    const handStat = el(
+      "div",
+      { class: "pc-stat" },
+      el("span", { class: "pc-stat-label", text: "hand" }),
+      el("span", {
+        class: "pc-stat-value",
+        "data-testid": "pc-hand",
+        "data-value": hand ? hand.hand_num : null,
+        title: hand ? `session ${hand.session_key}` : null,
+        text: hand ? `#${hand.hand_num}` : "—",
+      }),
+      hand ? relTime(el("span", { class: "pc-hand-age", "data-testid": "pc-hand-age" }), hand.at, "before start") : null,
+    );
     const stats = el(
       "div",
       { class: "pc-stats" },
@@ -352,6 +367,7 @@
         "data-value": pc.backlog,
         class: pc.backlog > 0 ? "pc-stat-value pc-warn" : "pc-stat-value",
       }),
+      handStat,
     );
     const problems = [];
     if (pc.reason) problems.push(el("div", { class: "pc-error", "data-testid": "pc-reason", text: pc.reason }));
@@ -384,7 +400,9 @@
   function renderPcs(status) {
     const pcs = Array.isArray(status.pcs) ? status.pcs : [];
     setText($("pc-count"), String(pcs.length));
-    if (!changed("pcs", pcs)) return;
+    // a hand's age grows every second: its `at` (ticking on screen) is what decides a redraw
+    const stable = pcs.map((pc) => (pc && pc.hand ? { ...pc, hand: { ...pc.hand, age_seconds: null } } : pc));
+    if (!changed("pcs", stable)) return;
     const box = $("pcs");
     if (pcs.length === 0) {
       box.replaceChildren(el("div", { class: "empty", text: "no PCs in the registry" }));
