@@ -82,6 +82,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return trio.run(run_reconcile, settings, args)
 
 
+def cmd_watching(args: argparse.Namespace) -> int:
+    from .commands.watching import run_pcs, run_registry
+
+    settings = _settings_or_exit()
+    setup_logging("ERROR", settings.log_format)
+    return trio.run(run_pcs if args.command == "pcs" else run_registry, settings, args)
+
+
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     from .commands.healthcheck import healthcheck
 
@@ -188,6 +196,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         cmd_reconcile,
         "compare the table with the NAS; --apply queues what it lacks (never deletes)",
     ),
+    "pcs": (cmd_watching, "list the PCs watched so far, or forget one whose folder is gone"),
+    "registry": (cmd_watching, "show the registry in force, or forget the kept one"),
     "healthcheck": (cmd_healthcheck, "exit 0 when the local /health answers 200 (Docker runs it)"),
     "status": (cmd_status, "the running agent's live status as a table"),
     "scan": (cmd_scan, "one-shot backfill of every PC folder, with progress, then exit"),
@@ -239,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "healthcheck":
             command.add_argument(
                 "--json", action="store_true", help="print the /health document (same exit codes)"
+            )
+        if name in ("pcs", "registry"):
+            from .commands import watching
+
+            (watching.add_pcs_arguments if name == "pcs" else watching.add_registry_arguments)(
+                command
             )
         if name == "simulate":
             from .commands.simulate import add_arguments
