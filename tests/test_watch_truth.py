@@ -46,17 +46,19 @@ def pc_up(url: str) -> dict[str, float]:
     return up
 
 
+def _polls(url: str) -> dict[str, int]:
+    status = httpx.get(f"{url}/api/status", timeout=10).json()
+    return {pc["id"]: pc["polls"] for pc in status["pcs"]}
+
+
 def settled(url: str) -> None:
     """Every PC listed has polled three more times, and nothing waits to be sent: what a PC
     would have uploaded by now, it has."""
-
-    def polls() -> dict[str, int]:
-        status = httpx.get(f"{url}/api/status", timeout=10).json()
-        return {pc["id"]: pc["polls"] for pc in status["pcs"]}
-
-    before = polls()
+    before = _polls(url)
     wait_for(
-        lambda: all(n >= before.get(pc, 0) + 3 for pc, n in polls().items()), 30, "three polls"
+        lambda: all(n >= before.get(pc, 0) + 3 for pc, n in _polls(url).items()),
+        30,
+        "three polls",
     )
 
     def idle() -> bool:
@@ -113,11 +115,12 @@ def test_a_pc_that_vanishes_stays_missing_until_forgotten(
         wait_until_equal(nas, clean_db.dsn, timeout=60)  # PC01 and PC02, discovered
         assert health(agent.url)[1]["status"] == "healthy"
         (nas / "PC02").rename(tmp_path / "PC02-moved")  # renamed, moved, its mount gone
-        code, document = wait_for(
-            lambda: (answer := health(agent.url))[1]["status"] != "healthy" and answer,
-            30,
-            "/health not healthy once PC02's folder is gone",
-        )
+        agent.wait_event("pc_scan_failed", pc_id="PC02")
+        # and the registry (here: the folder list) read again since: PC01 polled 8 more
+        # times at 1 s, the watcher reads the folders every 5 s
+        before = _polls(agent.url)["PC01"]
+        wait_for(lambda: _polls(agent.url)["PC01"] >= before + 8, 30, "eight polls of PC01")
+        code, document = health(agent.url)
         assert document["watched_pcs"] == ["PC01", "PC02"], document
         assert code == 200 and document["status"] == "degraded"
         assert "pc_missing:PC02" in document["reason_codes"], document
@@ -224,3 +227,31 @@ def test_a_registry_missing_for_a_while_publishes_no_phantom_pc(
             60,
             "the discovered PCs' rows",
         )
+
+
+def test_reconcile_deletes_the_rows_of_pcs_the_registry_does_not_name(
+    tmp_path: Path, clean_db: infra.Database, fresh_gateway: infra.Gateway
+) -> None:
+    nas = tmp_path / "nas"
+    build_nas(nas, pcs=2, sessions_per_pc=2, seed=41)
+    env = agent_env(
+        nas=nas, queue=tmp_path / "queue", gateway_url=fresh_gateway.url, key=fresh_gateway.key
+    )
+    with running_agent(env, tmp_path / "agent.log"):
+        wait_until_equal(nas, clean_db.dsn, timeout=60)  # discovered: PC01 and PC02 uploaded
+    assert pc_ids_in_table(clean_db.dsn) == ["PC01", "PC02"]
+    (nas / "config").mkdir()
+    registry = {"pcs": [{"id": "PC01", "watch_path": "PC01"}]}
+    (nas / "config" / "pc_registry.json").write_text(json.dumps(registry))
+
+    dry = run_cli(env, "reconcile", "--unknown-pcs")
+    assert dry.returncode == 0, dry.stderr
+    assert "PC02" in dry.stdout and "2 row(s)" in dry.stdout and "dry run" in dry.stdout
+    assert pc_ids_in_table(clean_db.dsn) == ["PC01", "PC02"]
+
+    applied = run_cli(env, "reconcile", "--unknown-pcs", "--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "PC02" in applied.stdout and "deleted 2 row(s)" in applied.stdout
+    assert pc_ids_in_table(clean_db.dsn) == ["PC01"]
+    again = run_cli(env, "reconcile", "--unknown-pcs")
+    assert "every row of the table is under a PC id the registry names" in again.stdout

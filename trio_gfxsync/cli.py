@@ -194,7 +194,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "dlq": (cmd_dlq, "list, show, replay or purge dead letters and quarantined files"),
     "reconcile": (
         cmd_reconcile,
-        "compare the table with the NAS; --apply queues what it lacks (never deletes)",
+        "compare the table with the NAS; --apply queues what it lacks (--unknown-pcs: rows of "
+        "PCs the registry does not name)",
     ),
     "pcs": (cmd_watching, "list the PCs watched so far, or forget one whose folder is gone"),
     "registry": (cmd_watching, "show the registry in force, or forget the kept one"),
@@ -244,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
                 help="queue what the table lacks for the agent to send (default: a dry run)",
             )
             command.add_argument("--pc", help="only this GFX PC")
+            command.add_argument(
+                "--unknown-pcs",
+                action="store_true",
+                help="list rows under PC ids the registry does not name (--apply deletes them)",
+            )
         if name == "status":
             command.add_argument("--json", action="store_true", help="the raw /api/status JSON")
         if name == "healthcheck":

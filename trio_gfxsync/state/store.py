@@ -978,6 +978,25 @@ class Store:
         """No longer watched: those that were known."""
         return await self._write(self._forget_pcs, list(pc_ids))
 
+    def _drop_pcs(self, pc_ids: list[str]) -> int:
+        def body(conn: sqlite3.Connection) -> int:
+            queued = 0
+            for pc_id in pc_ids:
+                queued += conn.execute(
+                    "DELETE FROM pending_sync WHERE pc_id = ?", (pc_id,)
+                ).rowcount
+                conn.execute("DELETE FROM file_state WHERE pc_id = ?", (pc_id,))
+                conn.execute("DELETE FROM known_pc WHERE pc_id = ?", (pc_id,))
+            return queued
+
+        return self._transaction(body)
+
+    async def drop_pcs(self, pc_ids: Iterable[str]) -> int:
+        """Everything local of PCs the registry does not name (`reconcile --unknown-pcs
+        --apply`): their queued records (else the drainer would write their rows again), their
+        acknowledged files, their place among the PCs watched. How many records were queued."""
+        return await self._write(self._drop_pcs, list(pc_ids))
+
     def _retried(self, attempts: int) -> int:
         (count,) = self._conn.execute(
             "SELECT count(*) FROM pending_sync WHERE attempts >= ?", (attempts,)
