@@ -83,6 +83,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return trio.run(run_reconcile, settings, args)
 
 
+def cmd_watching(args: argparse.Namespace) -> int:
+    from .commands.watching import run_pcs, run_registry
+
+    settings = _settings_or_exit()
+    setup_logging("ERROR", settings.log_format)
+    return trio.run(run_pcs if args.command == "pcs" else run_registry, settings, args)
+
+
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     from .commands.healthcheck import healthcheck
 
@@ -195,8 +203,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "dlq": (cmd_dlq, "list, show, replay or purge dead letters and quarantined files"),
     "reconcile": (
         cmd_reconcile,
-        "compare the table with the NAS; --apply queues what it lacks (never deletes)",
+        "compare the table with the NAS; --apply queues what it lacks (--unknown-pcs: rows of "
+        "PCs the registry does not name)",
     ),
+    "pcs": (cmd_watching, "list the PCs watched so far, or forget one whose folder is gone"),
+    "registry": (cmd_watching, "show the registry in force, or forget the kept one"),
     "healthcheck": (cmd_healthcheck, "exit 0 when the local /health answers 200 (Docker runs it)"),
     "status": (cmd_status, "the running agent's live status as a table"),
     "scan": (cmd_scan, "one-shot backfill of every PC folder, with progress, then exit"),
@@ -244,11 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
                 help="queue what the table lacks for the agent to send (default: a dry run)",
             )
             command.add_argument("--pc", help="only this GFX PC")
+            command.add_argument(
+                "--unknown-pcs",
+                action="store_true",
+                help="list rows under PC ids the registry does not name (--apply deletes them)",
+            )
         if name == "status":
             command.add_argument("--json", action="store_true", help="the raw /api/status JSON")
         if name == "healthcheck":
             command.add_argument(
                 "--json", action="store_true", help="print the /health document (same exit codes)"
+            )
+        if name in ("pcs", "registry"):
+            from .commands import watching
+
+            (watching.add_pcs_arguments if name == "pcs" else watching.add_registry_arguments)(
+                command
             )
         if name == "simulate":
             from .commands.simulate import add_arguments

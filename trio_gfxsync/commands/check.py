@@ -6,10 +6,12 @@ import os
 
 import trio
 
-from ..errors import RegistryError, UpstreamError
-from ..intake.registry import discovery_excludes, load_registry, resolve_watch_path
+from ..errors import RegistryError, StoreError, UpstreamError
+from ..intake.registry import resolve_watch_path
+from ..intake.registry_kept import registry_in_force, stored_registry
 from ..policy import Verdict
 from ..settings import Settings
+from ..state.rows import KeptRegistry
 from ..targets.postgrest import PostgrestClient
 from ..targets.sqlite import SqliteTarget
 from .hands import check_hands
@@ -20,24 +22,23 @@ FLEET_SCHEMA = 3  # gfx_sync_schema_version() once 20261205130000_gfx_fleet.sql 
 FLEET_MIGRATION = "20261205130000_gfx_fleet.sql"
 
 
-def check_nas(settings: Settings) -> list[CheckResult]:
+def check_nas(settings: Settings, kept: KeptRegistry | None = None) -> list[CheckResult]:
     base = settings.nas_base_path
     if not base.is_dir():
         return [CheckResult("nas", False, f"{base} is not a folder (GFX_SYNC_NAS_BASE_PATH)")]
     if not os.access(base, os.R_OK | os.X_OK):
         return [CheckResult("nas", False, f"{base} is not readable")]
     results = [CheckResult("nas", True, f"{base} readable")]
-    excludes = discovery_excludes(settings.registry_path.as_posix(), settings.error_folder.name)
     try:
-        registry = load_registry(base, settings.registry_file, excludes)
+        registry, source = registry_in_force(settings, kept)
     except (RegistryError, OSError) as exc:
         return [*results, CheckResult("registry", False, str(exc))]
     enabled = registry.enabled
-    source = str(settings.registry_file) if registry.source == "file" else "auto-discovered folders"
     results.append(
         CheckResult(
             "registry",
-            bool(enabled),
+            # the file gone: the agent syncs with the kept one, and /health says registry_missing
+            bool(enabled) and registry.source != "kept",
             f"{len(enabled)} enabled PC(s) from {source}"
             if enabled
             else f"no enabled PC in {source}",
@@ -188,7 +189,12 @@ async def check_sqlite(settings: Settings) -> list[CheckResult]:
 
 async def run_checks(settings: Settings) -> int:
     results = [CheckResult("configuration", True, "valid")]
-    results += await trio.to_thread.run_sync(check_nas, settings)
+    try:
+        kept = await stored_registry(settings)
+    except StoreError as exc:
+        results.append(CheckResult("queue database", False, str(exc)))
+        kept = None
+    results += await trio.to_thread.run_sync(check_nas, settings, kept)
     results.append(check_queue(settings))
     with trio.move_on_after(settings.request_timeout + 5) as scope:
         if settings.target_kind == "sqlite":

@@ -1,4 +1,5 @@
 """`trio-gfxsync reconcile [--apply] [--pc PC]`: the table against the NAS, once.
+(`--unknown-pcs`: rows under ids the registry does not name, unknown_pcs.py.)
 
 A dry run by default: one line per PC with what the table lacks. `--apply` reads those winners
 again and puts them into the agent's offline queue; the running agent sends them within a poll
@@ -14,7 +15,8 @@ import time
 from ..agent import make_target
 from ..errors import RegistryError, StoreError, UpstreamError
 from ..intake.reconciler import Resent, nas_read_again, plan_for, read_again
-from ..intake.registry import discovery_excludes, load_registry, resolve_watch_path
+from ..intake.registry import resolve_watch_path
+from ..intake.registry_kept import registry_in_force, stored_registry
 from ..keep_newest import StampClock
 from ..names import printable
 from ..nas_calls import NasCalls, NasHung
@@ -22,6 +24,7 @@ from ..pokergfx import SessionRecord
 from ..reconciliation import Plan
 from ..settings import Settings
 from ..state.store import Store
+from .unknown_pcs import run_unknown_pcs
 
 
 def format_plan(found: Plan, resent: Resent | None) -> str:
@@ -39,15 +42,20 @@ def format_plan(found: Plan, resent: Resent | None) -> str:
 
 
 async def run_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    if getattr(args, "unknown_pcs", False):
+        return await run_unknown_pcs(settings, args)
     if not settings.queue_db_path.exists():
         print(f"no queue database at {settings.queue_db_path}: the agent has acknowledged nothing")
         return 0
     base = settings.nas_base_path
-    excludes = discovery_excludes(settings.registry_path.as_posix(), settings.error_folder.name)
     try:
-        registry = load_registry(base, settings.registry_file, excludes)
+        # the registry the agent runs with: the file, else the one it kept, else discovery
+        registry, _ = registry_in_force(settings, await stored_registry(settings))
     except (RegistryError, OSError) as exc:
         print(f"registry: {exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     pcs = {pc_id: pc for pc_id, pc in registry.enabled.items() if args.pc in (None, pc_id)}
     if not pcs:

@@ -44,7 +44,7 @@ class PcEntry:
 @dataclass(frozen=True, slots=True)
 class Registry:
     pcs: tuple[PcEntry, ...]
-    source: str  # "file" or "discovered"
+    source: str  # "file", "kept" (the stored last good file, while the file is gone), "discovered"
 
     @property
     def enabled(self) -> dict[str, PcEntry]:
@@ -161,16 +161,38 @@ def resolve_watch_path(base: Path, pc: PcEntry) -> Path:
 
 
 def load_registry(base: Path, registry_file: Path, excludes: frozenset[str]) -> Registry:
-    """Blocking: read the registry file, or discover PCs when it does not exist."""
-    try:
-        data = registry_file.read_bytes()
-    except FileNotFoundError:
+    """Blocking: read the registry file, or discover PCs when it does not exist (the agent and
+    the commands look at the kept registry first: registry_kept.py)."""
+    data = read_registry_file(registry_file)
+    if data is None:
         return Registry(discover_pcs(base, excludes), "discovered")
+    return registry_from_bytes(base, data)
+
+
+def read_registry_file(registry_file: Path) -> bytes | None:
+    """Blocking: the registry file's bytes, None when there is no such file."""
+    try:
+        return registry_file.read_bytes()
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise RegistryError(f"cannot read {registry_file}: {exc.strerror}") from None
+
+
+def registry_from_bytes(base: Path, data: bytes, source: str = "file") -> Registry:
+    """Blocking (it resolves each watch_path on the NAS): a registry file's bytes, checked."""
     pcs = parse_registry(data)
     refuse_overlaps([(pc, resolve_watch_path(base, pc)) for pc in pcs])
-    return Registry(pcs, "file")
+    return Registry(pcs, source)
+
+
+def base_entries(base: Path) -> int | None:
+    """Blocking: how many entries the NAS base holds (None: it is missing or not a folder)."""
+    try:
+        with os.scandir(base) as entries:
+            return sum(1 for _ in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def refuse_overlaps(roots: list[tuple[PcEntry, Path]]) -> None:

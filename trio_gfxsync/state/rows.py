@@ -121,3 +121,11 @@ class ErrorCopy:
 
 
 NOTE_SUFFIX = ".reason.txt"
+
+
+@dataclass(frozen=True, slots=True)
+class KeptRegistry:
+    """The last good registry file: in force while the file is gone."""
+
+    data: bytes
+    stored_at: float  # wall clock of the read that found it good

@@ -129,6 +129,27 @@ MIGRATIONS += (
     CREATE INDEX error_copy_age ON error_copy (made_at);
     """,
 )
+MIGRATIONS += (
+    # 8: what the agent should be watching, across restarts. The last good registry file (its
+    # bytes, and when it was read): while the file is gone it stays in force, and discovery
+    # runs only when none was ever stored. The PCs watched so far: one whose folder is gone is
+    # `missing` until the registry drops it or `pcs forget`; those with acknowledged files are
+    # the ones an older agent watched.
+    """
+    CREATE TABLE kept_registry (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        data        BLOB    NOT NULL,
+        stored_at   REAL    NOT NULL
+    );
+    CREATE TABLE known_pc (
+        pc_id       TEXT    NOT NULL PRIMARY KEY,
+        watch_path  TEXT    NOT NULL,
+        since       REAL    NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO known_pc (pc_id, watch_path, since)
+        SELECT pc_id, pc_id, min(acked_at) FROM file_state GROUP BY pc_id;
+    """,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 CORRUPT_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 # Primary result codes (error_name strips the extended part: SQLITE_IOERR_FSYNC is an IOERR).

@@ -36,6 +36,7 @@ from .rows import (
     DeadLetter,
     ErrorCopy,
     FailingRecord,
+    KeptRegistry,
     QueueCounts,
     QueuedRecord,
     RecordFailure,
@@ -919,6 +920,82 @@ class Store:
 
     async def sessions_synced(self) -> dict[str, int]:
         return await self._run(self._sessions_synced)
+
+    # -- what should be watched: the kept registry, the PCs watched so far --
+
+    def _kept_registry(self) -> KeptRegistry | None:
+        row = self._conn.execute("SELECT data, stored_at FROM kept_registry").fetchone()
+        return None if row is None else KeptRegistry(bytes(row[0]), float(row[1]))
+
+    async def kept_registry(self) -> KeptRegistry | None:
+        """The last good registry file's bytes and when they were read (None: never one)."""
+        return await self._run(self._kept_registry)
+
+    def _keep_registry(self, data: bytes, at: float) -> None:
+        self._conn.execute(
+            "INSERT INTO kept_registry (id, data, stored_at) VALUES (1, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET data = excluded.data, stored_at = excluded.stored_at",
+            (data, at),
+        )
+
+    async def keep_registry(self, data: bytes, at: float) -> None:
+        await self._write(self._keep_registry, data, at)
+
+    def _forget_registry(self) -> bool:
+        return self._conn.execute("DELETE FROM kept_registry").rowcount > 0
+
+    async def forget_registry(self) -> bool:
+        """Back to discovery (while no registry file exists); False when none was kept."""
+        return await self._write(self._forget_registry)
+
+    def _known_pcs(self) -> dict[str, str]:
+        rows = self._conn.execute("SELECT pc_id, watch_path FROM known_pc ORDER BY pc_id")
+        return {str(pc_id): str(watch_path) for pc_id, watch_path in rows}
+
+    async def known_pcs(self) -> dict[str, str]:
+        """The PCs watched so far (id -> watch_path), until the registry drops them or
+        `pcs forget`."""
+        return await self._run(self._known_pcs)
+
+    def _note_known_pcs(self, pcs: dict[str, str], at: float) -> None:
+        self._conn.executemany(
+            "INSERT INTO known_pc (pc_id, watch_path, since) VALUES (?, ?, ?) "
+            "ON CONFLICT (pc_id) DO UPDATE SET watch_path = excluded.watch_path",
+            [(pc_id, watch_path, at) for pc_id, watch_path in pcs.items()],
+        )
+
+    async def note_known_pcs(self, pcs: dict[str, str], at: float) -> None:
+        await self._write(self._note_known_pcs, pcs, at)
+
+    def _forget_pcs(self, pc_ids: list[str]) -> list[str]:
+        gone = []
+        for pc_id in pc_ids:
+            if self._conn.execute("DELETE FROM known_pc WHERE pc_id = ?", (pc_id,)).rowcount:
+                gone.append(pc_id)
+        return gone
+
+    async def forget_pcs(self, pc_ids: Iterable[str]) -> list[str]:
+        """No longer watched: those that were known."""
+        return await self._write(self._forget_pcs, list(pc_ids))
+
+    def _drop_pcs(self, pc_ids: list[str]) -> int:
+        def body(conn: sqlite3.Connection) -> int:
+            queued = 0
+            for pc_id in pc_ids:
+                queued += conn.execute(
+                    "DELETE FROM pending_sync WHERE pc_id = ?", (pc_id,)
+                ).rowcount
+                conn.execute("DELETE FROM file_state WHERE pc_id = ?", (pc_id,))
+                conn.execute("DELETE FROM known_pc WHERE pc_id = ?", (pc_id,))
+            return queued
+
+        return self._transaction(body)
+
+    async def drop_pcs(self, pc_ids: Iterable[str]) -> int:
+        """Everything local of PCs the registry does not name (`reconcile --unknown-pcs
+        --apply`): their queued records (else the drainer would write their rows again), their
+        acknowledged files, their place among the PCs watched. How many records were queued."""
+        return await self._write(self._drop_pcs, list(pc_ids))
 
     def _retried(self, attempts: int) -> int:
         (count,) = self._conn.execute(

@@ -60,4 +60,14 @@ class Target(Protocol):
         how many went."""
         ...
 
+    async def pcs_in_table(self) -> dict[str, int]:
+        """Each gfx_pc_id the table holds rows under, with how many."""
+        ...
+
+    async def delete_pc_rows(self, pc_id: str) -> int:
+        """Delete every row of one gfx_pc_id (the hand tables' trigger takes their rows with
+        them); how many went. For `reconcile --unknown-pcs --apply` only: the agent never
+        deletes a row."""
+        ...
+
     async def aclose(self) -> None: ...

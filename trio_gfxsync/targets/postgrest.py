@@ -398,6 +398,29 @@ class PostgrestClient:
         except orjson.JSONDecodeError:
             return 0
 
+    async def pcs_in_table(self) -> dict[str, int]:
+        # the pc_status view: one line per PC, whatever the table's size (a read of every
+        # row's gfx_pc_id would be capped at Supabase's 1,000 rows)
+        response = await self._request(
+            "GET", "/pc_status", {"select": "gfx_pc_id,total_files", "total_files": "gt.0"}
+        )
+        try:
+            rows = orjson.loads(response.content)
+            return {str(row["gfx_pc_id"]): int(row["total_files"]) for row in rows}
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+            raise not_postgrest_read(response, "a read of pc_status") from None
+
+    async def delete_pc_rows(self, pc_id: str) -> int:
+        response = await self._request(
+            "DELETE",
+            "/gfx_sessions",
+            {"gfx_pc_id": f"eq.{pc_id}"},
+            {"Prefer": "return=minimal, count=exact"},
+        )
+        # Content-Range: */<count> (PostgREST's count of the rows the DELETE affected)
+        total = response.headers.get("content-range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else 0
+
     async def probe_write(self) -> None:
         """A write that writes nothing, for `check`: an empty upsert still checks the key, the
         INSERT grant, every column and the conflict key, because PostgreSQL plans it."""

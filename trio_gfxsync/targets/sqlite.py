@@ -255,6 +255,19 @@ class SqliteTarget:
 
         return await self._run(read)
 
+    async def pcs_in_table(self) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute("SELECT gfx_pc_id, count(*) FROM gfx_sessions GROUP BY gfx_pc_id")
+            return {str(pc_id): int(n) for pc_id, n in rows}
+
+        return await self._run(read)
+
+    async def delete_pc_rows(self, pc_id: str) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM gfx_sessions WHERE gfx_pc_id = ?", (pc_id,)).rowcount
+
+        return await self._run(delete)
+
     async def delete_sync_events(self, before: datetime, limit: int) -> int:
         cutoff = before.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
