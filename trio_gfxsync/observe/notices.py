@@ -216,7 +216,8 @@ class NoticeGate:
             self._sent.popleft()
         if len(self._sent) < self.rate_limit:
             return 0.0
-        return self._sent[0] + self.rate_window - now
+        # a microsecond more: `now + wait` rounded down must still leave the oldest out
+        return self._sent[0] + self.rate_window - now + 1e-6
 
     def sent(self, now: float) -> None:
         self._sent.append(now)
