@@ -129,7 +129,10 @@ class DeadlineSend:
             finally:
                 done.set()
 
-        self._writers.start_soon(write)
+        try:
+            self._writers.start_soon(write)
+        except RuntimeError:  # the server is stopping: its writers' nursery is closed
+            raise StreamStalled from None
         with trio.move_on_after(self._timeout):
             await done.wait()
         if not done.is_set():
